@@ -1,0 +1,285 @@
+"""utils.faster_rcnn: the joint model's outputs, training, inference, saving and the loader."""
+
+import keras
+import numpy as np
+import pytest
+
+from utils import faster_rcnn, rcnn
+from utils.shapes import make_shapes, to_tf_dataset
+
+STRIDE = 4
+CLASSES = ("circle", "square", "triangle")
+IMAGE_SIZE = 64
+
+
+def tiny_backbone():
+    """A two-convolution stand-in for the course backbone (stride 4): fast to build and train."""
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(inputs, x, name="tiny_backbone")
+
+
+def tiny_model(**options):
+    keras.utils.set_random_seed(0)
+    settings = {
+        "feature_stride": STRIDE,
+        "image_size": (IMAGE_SIZE, IMAGE_SIZE),
+        "anchor_sizes": (12, 24),
+        "anchor_ratios": (0.5, 1.0, 2.0),
+        "pre_nms_top_n": {"training": 200, "inference": 100},
+        "post_nms_top_n": {"training": 40, "inference": 20},
+        "rpn_samples_per_image": 64,
+        "roi_samples_per_image": 16,
+        "pool_size": 2,
+        "hidden_units": (16,),
+    }
+    settings.update(options)
+    return faster_rcnn.FasterRCNN(tiny_backbone(), len(CLASSES), **settings)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Two 64x64 detection images with one or two objects each."""
+    return make_shapes(
+        "detection",
+        2,
+        image_size=IMAGE_SIZE,
+        difficulty="easy",
+        seed=3,
+        classes=CLASSES,
+        min_objects=1,
+        max_objects=2,
+    )
+
+
+def test_model_outputs_and_anchors(images):
+    model = tiny_model()
+    assert model.feature_size == (16, 16) and model.anchors.shape == (16 * 16 * 6, 4)
+    outputs = model(images.images)
+    shapes = {key: tuple(value.shape) for key, value in outputs.items()}
+    assert shapes == {
+        "proposals": (2, 20, 4),
+        "proposal_scores": (2, 20),
+        "proposal_valid": (2, 20),
+        "class_probabilities": (2, 20, 4),
+        "box_deltas": (2, 20, 12),
+    }
+    np.testing.assert_allclose(np.sum(outputs["class_probabilities"], axis=-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="expected a feature map"):
+        pooled = keras.Sequential([tiny_backbone(), keras.layers.GlobalAveragePooling2D()])
+        faster_rcnn.FasterRCNN(pooled, 3, feature_stride=4, image_size=(64, 64))
+    with pytest.raises(ValueError, match="pre_nms_top_n="):
+        tiny_model(pre_nms_top_n={"train": 10})
+
+
+def test_joint_losses_are_finite_and_positive(images):
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    boxes, labels, _ = images.padded(3)
+    model.optimizer.build(model.trainable_variables)
+    losses = model.joint_losses(images.images, boxes, labels)
+    assert set(losses) == set(faster_rcnn.LOSS_NAMES)
+    assert all(np.isfinite(float(v)) and float(v) >= 0 for v in losses.values())
+
+
+def test_one_image_overfit_lowers_the_loss(images):
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    one = make_shapes(
+        "detection", 1, image_size=IMAGE_SIZE, difficulty="easy", seed=3, classes=CLASSES
+    )
+    dataset = to_tf_dataset(one, batch_size=1).repeat(40)
+    history = model.fit(dataset, epochs=2, shuffle=False, verbose=0).history
+    steps = [model.joint_losses(one.images, *one.padded()[:2])]
+    assert set(history) == {"loss", *faster_rcnn.LOSS_NAMES}
+    assert np.isfinite(history["loss"]).all()
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
+    final = sum(float(v) for v in steps[0].values())
+    assert final < history["loss"][0]
+
+
+def test_inference_format(images):
+    model = tiny_model()
+    detections, timing = faster_rcnn.detect_images(
+        model, images.images, progress=False, score_threshold=0.0, max_detections=7
+    )
+    assert len(detections) == 2
+    for result in detections:
+        assert isinstance(result, rcnn.Detections) and 0 < len(result) <= 7
+        boxes, labels, scores = result
+        assert boxes.dtype == np.float32 and labels.dtype == np.int64 and scores.dtype == np.float32
+        assert boxes.shape == (len(result), 4) and (np.diff(scores) <= 0).all()
+        assert ((boxes >= 0) & (boxes <= IMAGE_SIZE)).all() and set(labels.tolist()) <= {0, 1, 2}
+    assert set(timing) == {
+        "backbone",
+        "rpn",
+        "head",
+        "postprocess",
+        "total",
+        "detection",
+        "proposals_per_image",
+    }
+    assert timing["total"] == pytest.approx(timing["detection"] + timing["rpn"])
+    assert 0 < timing["proposals_per_image"] <= 20
+    single = faster_rcnn.detect(model, images.images[1], score_threshold=0.0, max_detections=7)
+    np.testing.assert_allclose(single.scores, detections[1].scores, rtol=1e-5)
+    proposals = model.rpn_proposals(images.images, top_n=5)
+    assert [p.shape for p in proposals] == [(5, 4), (5, 4)]
+
+
+def test_saved_model_round_trip(tmp_path, images):
+    model = tiny_model()
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert isinstance(loaded, faster_rcnn.FasterRCNN) and loaded.anchor_sizes == (12.0, 24.0)
+    first, second = model(images.images), loaded(images.images)
+    for key in first:
+        np.testing.assert_allclose(first[key], second[key], rtol=1e-5, atol=1e-6)
+
+
+def test_training_dataset_flips_images_and_boxes_together(images):
+    settings = faster_rcnn.FasterRCNNSettings(
+        num_images=2, images_per_batch=1, horizontal_flip=True, vertical_flip=True
+    )
+    seen = set()
+    dataset = faster_rcnn.training_dataset(images, settings)
+    for _ in range(4):  # four epochs: new flips each time
+        for image, targets in dataset:
+            image, boxes = image.numpy()[0], targets["boxes"].numpy()[0]
+            count = int(targets["count"].numpy()[0])
+            matches = []
+            for index, original in enumerate(images.images):
+                for flip_x in (False, True):
+                    for flip_y in (False, True):
+                        picture, truth = original, images.boxes[index].copy()
+                        if flip_x:
+                            picture = picture[:, ::-1]
+                            truth[:, [0, 2]] = IMAGE_SIZE - truth[:, [2, 0]]
+                        if flip_y:
+                            picture = picture[::-1]
+                            truth[:, [1, 3]] = IMAGE_SIZE - truth[:, [3, 1]]
+                        if np.array_equal(picture, image):
+                            matches.append((index, flip_x, flip_y))
+                            np.testing.assert_allclose(boxes[:count], truth)
+            assert len(matches) == 1
+            seen.add(matches[0])
+    assert len(seen) > 2  # flips do happen, and not always the same ones
+
+
+MIRRORED_TRAINING = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+import keras
+
+sys.path.insert(0, ".")
+from tests.test_faster_rcnn import CLASSES, IMAGE_SIZE, tiny_model
+from utils.shapes import make_shapes, to_tf_dataset
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+data = make_shapes(
+    "detection", 8, image_size=IMAGE_SIZE, difficulty="easy", seed=5, classes=CLASSES,
+    max_objects=3,
+)
+with strategy.scope():
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+history = model.fit(to_tf_dataset(data, batch_size=4, max_objects=3), epochs=2, verbose=0)
+mirrored = [v.value for v in model.trainable_variables]  # the tf.distribute variables
+disagreement = max(
+    float(np.max(np.abs(v.values[0].numpy() - v.values[1].numpy()))) for v in mirrored
+)
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "history": history.history,
+    "disagreement": disagreement,
+    "steps": int(model.optimizer.iterations.numpy()),
+    "mirrored": all(len(v.values) == 2 for v in mirrored),
+}))
+"""
+
+
+def test_training_runs_unchanged_under_mirrored_strategy():
+    """Two logical CPU devices stand in for two GPUs; set up in a fresh interpreter."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_TRAINING],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["steps"] == 4 and report["mirrored"]
+    losses = report["history"]["loss"]
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    assert all(np.isfinite(report["history"][name]).all() for name in faster_rcnn.LOSS_NAMES)
+    assert report["disagreement"] == 0.0  # every replica holds the same weights
+
+
+# ---- the cached loader ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_training(tmp_path, monkeypatch):
+    """load_faster_rcnn on two images, a tiny backbone and a temporary cache directory."""
+    monkeypatch.setattr(faster_rcnn, "FASTER_RCNN_CACHE_DIR", tmp_path / "faster_rcnn")
+    monkeypatch.setattr(
+        faster_rcnn,
+        "faster_rcnn_backbone",
+        lambda fast=None, verbose=True: (tiny_backbone(), STRIDE),
+    )
+    monkeypatch.setattr(faster_rcnn, "_backbone_identity", lambda fast=None: "tiny")
+    settings = faster_rcnn.FasterRCNNSettings(
+        num_images=2,
+        epochs=1,
+        rpn_samples_per_image=32,
+        roi_samples_per_image=8,
+        pool_size=2,
+        hidden_units=(8,),
+    )
+    monkeypatch.setattr(faster_rcnn, "SETTINGS", {"fast": settings, "full": settings})
+    return tmp_path / "faster_rcnn"
+
+
+def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_training, capsys):
+    model, info = faster_rcnn.load_faster_rcnn(fast=True)
+    assert info.source == "trained" and info.path.exists()
+    assert info.path.parent == tiny_training and "-fast-" in info.path.name
+    assert info.num_images == 2 and len(info.history["loss"]) == 1
+    assert set(info.history) == {"loss", *faster_rcnn.LOSS_NAMES}
+    assert "training on 2 images" in capsys.readouterr().out
+    assert not list(tiny_training.glob("*.tmp*"))
+    loaded, loaded_info = faster_rcnn.load_faster_rcnn(fast=True)
+    assert loaded_info.source == "cache" and "loaded from" in capsys.readouterr().out
+    assert loaded_info.history == info.history
+    image = rcnn.detection_validation_set(1).images
+    first, second = model(image), loaded(image)
+    for key in first:
+        np.testing.assert_allclose(first[key], second[key], rtol=1e-5, atol=1e-6)
+
+
+def test_load_faster_rcnn_caches_modes_apart_and_retrains_a_corrupt_file(tiny_training, capsys):
+    fast_path = faster_rcnn.faster_rcnn_cache_path(fast=True)
+    assert fast_path != faster_rcnn.faster_rcnn_cache_path(fast=False)
+    _, info = faster_rcnn.load_faster_rcnn(fast=True, verbose=False)
+    info.path.write_bytes(b"not a keras file")
+    _, again = faster_rcnn.load_faster_rcnn(fast=True)
+    assert again.source == "trained" and "unreadable" in capsys.readouterr().out
+    _, cached = faster_rcnn.load_faster_rcnn(fast=True, verbose=False)
+    assert cached.source == "cache"

@@ -1,0 +1,717 @@
+"""Faster R-CNN (Ren et al., 2015): the RPN and Fast R-CNN's head on one shared feature map.
+
+Fast R-CNN (``utils.fast_rcnn``) still takes its proposals from selective search, run on
+the image. Faster R-CNN proposes them itself, from the feature map the head uses:
+1. the backbone runs once over the image -> a feature map ``[B, H / s, W / s, C]``;
+2. the RPN (``utils.rpn``) slides over it: objectness and box deltas for every anchor,
+   then the ``ProposalLayer`` (decode, clip, drop tiny boxes, top-N, NMS 0.7, top-N);
+3. Fast R-CNN's ``FastRCNNHead`` pools each proposal from the *same* feature map and
+   classifies it (K + 1 classes) with class-specific box regression;
+4. inference: ``utils.fast_rcnn.postprocess_detections`` (softmax, per-class decode, clip,
+   score > 0.05, per-class NMS, top 100).
+
+Training is *approximate joint training* (the paper's sec. 3.2, torchvision's default):
+one ``train_step`` adds the RPN loss (``utils.rpn.rpn_loss`` on 256 sampled anchors) and
+the head loss (``utils.fast_rcnn.fast_rcnn_loss`` on RoIs sampled from the RPN's current
+proposals plus the ground truth with ``utils.fast_rcnn.sample_rois``); the proposals
+are treated as constants (no gradient through their coordinates). ``fit`` takes
+``utils.shapes.to_tf_dataset`` batches as they are, and the same code runs unchanged
+under a ``tf.distribute`` strategy scope (several GPUs; tested on two CPU devices).
+
+Introduced in notebook 09; notebook 10 compares it with R-CNN and Fast R-CNN.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from utils import rcnn, rpn
+from utils.anchors import generate_anchors
+from utils.backbone import backbone_identity, load_course_backbone
+from utils.course import DATA_DIR, ROOT, is_fast_mode
+from utils.fast_rcnn import (
+    FOREGROUND_FRACTION,
+    HIDDEN_UNITS,
+    POOL_SIZE,
+    FastRCNNHead,
+    batched_rois,
+    fast_rcnn_loss,
+    postprocess_detections,
+    sample_rois,
+)
+from utils.rcnn import Detections
+from utils.shapes import ShapesData, to_tf_dataset
+
+NUM_CLASSES = rcnn.NUM_CLASSES
+ROI_SAMPLES_PER_IMAGE = 128
+"""RoIs sampled per training image for the head, 25 % foreground (py-faster-rcnn's 128)."""
+FASTER_RCNN_CACHE_DIR = DATA_DIR / "faster_rcnn"
+LOSS_NAMES = ("rpn_objectness_loss", "rpn_box_loss", "class_loss", "box_loss")
+"""The four terms of the joint loss, as ``fit`` logs them (their sum is ``loss``)."""
+
+
+def _check_count(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _sample_image_rois(proposals, valid, boxes, labels, seed, *, num_samples, foreground_fraction):
+    """``sample_rois`` for one image, called from the graph through ``tf.numpy_function``.
+
+    ``seed`` (the training step and the image's place in the global batch) makes every
+    step draw a new, repeatable sample.
+    """
+    truth = labels >= 0
+    sample = sample_rois(
+        proposals[valid],
+        boxes[truth],
+        labels[truth],
+        num_samples=num_samples,
+        foreground_fraction=foreground_fraction,
+        rng=np.random.default_rng([int(value) for value in seed]),
+    )
+    return sample.boxes, sample.labels, sample.regression_targets
+
+
+@keras.saving.register_keras_serializable(package="course")
+class FasterRCNN(keras.Model):
+    """Faster R-CNN: backbone, RPN and Fast R-CNN head sharing one feature map.
+
+    ``backbone`` maps pixel images ``[B, H, W, 3]`` (0..255) to a feature map with
+    stride ``feature_stride``; ``image_size`` ``(H, W)`` fixes the anchors
+    (``utils.anchors.generate_anchors`` with ``anchor_sizes`` x ``anchor_ratios`` at
+    every feature-map cell). The backbone runs with ``training=False`` (frozen
+    BatchNorm statistics, as in ``utils.fast_rcnn.FastRCNN``); its weights train.
+
+    ``model(images)`` (inference) returns ``{"proposals" [B, P, 4], "proposal_scores"
+    [B, P], "proposal_valid" [B, P], "class_probabilities" [B, P, K + 1], "box_deltas"
+    [B, P, 4K]}`` with ``P = post_nms_top_n["inference"]``; ``detect`` / ``detect_images``
+    turn them into ``Detections`` (boxes, labels, scores). Training: ``compile(optimizer)``
+    and ``fit`` on ``(images, {"boxes" [B, M, 4], "labels" [B, M], ...})`` batches
+    (``utils.shapes.to_tf_dataset``); the logs hold ``loss`` and its four terms
+    ``LOSS_NAMES``.
+
+    Introduced in notebook 09.
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        num_classes: int = NUM_CLASSES,
+        *,
+        feature_stride: int,
+        image_size: Sequence[int] = (128, 128),
+        anchor_sizes: Sequence[float] = rpn.ANCHOR_SIZES,
+        anchor_ratios: Sequence[float] = rpn.ANCHOR_RATIOS,
+        pre_nms_top_n: dict | None = None,
+        post_nms_top_n: dict | None = None,
+        rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE,
+        roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE,
+        foreground_fraction: float = FOREGROUND_FRACTION,
+        pool_size: int | Sequence[int] = POOL_SIZE,
+        hidden_units: Sequence[int] = HIDDEN_UNITS,
+        dropout: float = 0.0,
+        pooling: str = "roi_pool",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_count("feature_stride", feature_stride)
+        _check_count("num_classes", num_classes)
+        _check_count("rpn_samples_per_image", rpn_samples_per_image)
+        _check_count("roi_samples_per_image", roi_samples_per_image)
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(
+                f"foreground_fraction={foreground_fraction}: expected a value in [0, 1]"
+            )
+        image_size = tuple(int(side) for side in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size={image_size}: expected (height, width) in pixels")
+        feature_shape = tuple(backbone.compute_output_shape((1, *image_size, 3)))
+        if len(feature_shape) != 4 or None in feature_shape[1:]:
+            raise ValueError(
+                f"backbone output shape {feature_shape} for {image_size} images: expected a "
+                "feature map [B, h, w, C]"
+            )
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.feature_stride = int(feature_stride)
+        self.image_size = image_size
+        self.feature_size = feature_shape[1:3]
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
+        self.anchors = generate_anchors(
+            *self.feature_size, self.feature_stride, self.anchor_sizes, self.anchor_ratios
+        )
+        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
+        self.pre_nms_top_n = dict(pre_nms_top_n or rpn.PRE_NMS_TOP_N)
+        self.post_nms_top_n = dict(post_nms_top_n or rpn.POST_NMS_TOP_N)
+        for name, table in (
+            ("pre_nms_top_n", self.pre_nms_top_n),
+            ("post_nms_top_n", self.post_nms_top_n),
+        ):
+            if set(table) != {"training", "inference"}:
+                raise ValueError(f"{name}={table}: expected keys 'training' and 'inference'")
+        self.rpn_samples_per_image = int(rpn_samples_per_image)
+        self.roi_samples_per_image = int(roi_samples_per_image)
+        self.foreground_fraction = float(foreground_fraction)
+        self.rpn_head = rpn.RPNHead(self.num_anchors, name="rpn_head")
+        self.rpn_head.build(feature_shape)
+        self.training_proposals = rpn.ProposalLayer(
+            self.pre_nms_top_n["training"],
+            self.post_nms_top_n["training"],
+            name="proposals_training",
+        )
+        self.inference_proposals = rpn.ProposalLayer(
+            self.pre_nms_top_n["inference"], self.post_nms_top_n["inference"], name="proposals"
+        )
+        self.head = FastRCNNHead(
+            self.num_classes,
+            pool_size=pool_size,
+            spatial_scale=1.0 / self.feature_stride,
+            hidden_units=hidden_units,
+            dropout=dropout,
+            pooling=pooling,
+            name="head",
+        )
+        self.head.build(feature_shape, (None, 5))
+        self.seed_generator = keras.random.SeedGenerator(0, name="sampling_seed")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
+        self._parts = None
+        self.built = True
+
+    def build(self, input_shape=None):
+        # Every weight exists after __init__, so a saved model loads without a call.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def features(self, images):
+        """The backbone's feature map of pixel images ``[B, H, W, 3]`` (0..255)."""
+        return self.backbone(ops.cast(images, "float32"), training=False)
+
+    def propose(self, features, training=False):
+        """RPN on a feature map: ``(objectness_logits, deltas, (boxes, scores, valid))``."""
+        logits, deltas = self.rpn_head(features)
+        layer = self.training_proposals if training else self.inference_proposals
+        proposals = layer(logits, deltas, self.anchors, image_size=self.image_size)
+        return logits, deltas, proposals
+
+    def call(self, images, training=False):
+        features = self.features(images)
+        _, _, (boxes, scores, valid) = self.propose(features)
+        class_logits, box_deltas = self.head(features, batched_rois(boxes), training=False)
+        shape = ops.shape(boxes)
+        return {
+            "proposals": boxes,
+            "proposal_scores": scores,
+            "proposal_valid": valid,
+            "class_probabilities": ops.reshape(
+                ops.softmax(class_logits, axis=-1), (shape[0], shape[1], self.num_classes + 1)
+            ),
+            "box_deltas": ops.reshape(box_deltas, (shape[0], shape[1], 4 * self.num_classes)),
+        }
+
+    # -- training ---------------------------------------------------------------------
+
+    def _head_targets(self, proposals, valid, boxes, labels):
+        """``sample_rois`` on every image of the batch (NumPy, via ``tf.numpy_function``)."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        count = self.roi_samples_per_image
+
+        sampler = functools.partial(
+            _sample_image_rois,
+            num_samples=count,
+            foreground_fraction=self.foreground_fraction,
+        )
+
+        def one_image(inputs):
+            image_proposals, image_valid, image_boxes, image_labels, index = inputs
+            seed = tf.stack([step, replica, index])
+            sampled = tf.numpy_function(
+                sampler,
+                [image_proposals, image_valid, image_boxes, image_labels, seed],
+                (tf.float32, tf.int32, tf.float32),
+                stateful=False,
+            )
+            return (
+                tf.ensure_shape(sampled[0], (count, 4)),
+                tf.ensure_shape(sampled[1], (count,)),
+                tf.ensure_shape(sampled[2], (count, 4)),
+            )
+
+        indices = tf.range(tf.shape(proposals)[0], dtype=tf.int64)
+        return tf.map_fn(
+            one_image,
+            (proposals, valid, boxes, tf.cast(labels, tf.int32), indices),
+            fn_output_signature=(
+                tf.TensorSpec((count, 4), tf.float32),
+                tf.TensorSpec((count,), tf.int32),
+                tf.TensorSpec((count, 4), tf.float32),
+            ),
+        )
+
+    def joint_losses(self, images, boxes, labels):
+        """The four loss terms of one batch (a dict keyed by ``LOSS_NAMES``), in training mode.
+
+        ``boxes [B, M, 4]`` and ``labels [B, M]`` are the padded ground truth (labels < 0
+        mark padding), as ``utils.shapes.to_tf_dataset`` gives them.
+        """
+        boxes = ops.cast(boxes, "float32")
+        features = self.features(images)
+        logits, deltas, (proposals, _, valid) = self.propose(features, training=True)
+        anchor_labels, anchor_targets, _ = rpn.assign_anchor_targets(self.anchors, boxes, labels)
+        sampled = rpn.sample_anchors(
+            anchor_labels, self.rpn_samples_per_image, seed=self.seed_generator
+        )
+        objectness_loss, rpn_box_loss = rpn.rpn_loss(
+            logits, deltas, anchor_labels, anchor_targets, sampled
+        )
+        roi_boxes, roi_labels, roi_targets = self._head_targets(proposals, valid, boxes, labels)
+        class_logits, box_deltas = self.head(features, batched_rois(roi_boxes), training=True)
+        head_losses = fast_rcnn_loss(roi_labels, roi_targets, class_logits, box_deltas)
+        return {
+            "rpn_objectness_loss": objectness_loss,
+            "rpn_box_loss": rpn_box_loss,
+            "class_loss": head_losses["class_loss"],
+            "box_loss": head_losses["box_loss"],
+        }
+
+    def train_step(self, data):
+        images, targets = data[0], data[1]
+        with tf.GradientTape() as tape:
+            losses = self.joint_losses(images, targets["boxes"], targets["labels"])
+            loss = sum(losses.values())
+            # Gradients are summed over replicas: each contributes its share of the mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        self.trackers["loss"].update_state(loss)
+        for name in LOSS_NAMES:
+            self.trackers[name].update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # -- inference --------------------------------------------------------------------
+
+    def compiled_parts(self):
+        """``tf.function``s for the three stages, each traced once per input shape:
+        ``backbone(images) -> features``, ``rpn(features) -> (boxes, scores, valid)`` and
+        ``head(features, rois) -> (probabilities, deltas)``."""
+        if self._parts is None:
+
+            def rpn_stage(features):
+                return self.propose(features)[2]
+
+            def head_stage(features, rois):
+                class_logits, box_deltas = self.head(features, rois, training=False)
+                return ops.softmax(class_logits, axis=-1), box_deltas
+
+            self._parts = (
+                tf.function(self.features, reduce_retracing=True),
+                tf.function(rpn_stage, reduce_retracing=True),
+                tf.function(head_stage, reduce_retracing=True),
+            )
+        return self._parts
+
+    def rpn_proposals(self, images, *, top_n: int | None = None) -> list[np.ndarray]:
+        """The RPN's proposals for ``images [N, H, W, 3]``: one float32 ``[P_i, 4]`` per image,
+        best first (``top_n`` caps the count, default ``post_nms_top_n["inference"]``)."""
+        backbone, rpn_stage, _ = self.compiled_parts()
+        result = []
+        for image in np.asarray(images):
+            boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(backbone(image[None])))
+            result.append(boxes[valid][:top_n])
+        return result
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            num_classes=self.num_classes,
+            feature_stride=self.feature_stride,
+            image_size=self.image_size,
+            anchor_sizes=self.anchor_sizes,
+            anchor_ratios=self.anchor_ratios,
+            pre_nms_top_n=self.pre_nms_top_n,
+            post_nms_top_n=self.post_nms_top_n,
+            rpn_samples_per_image=self.rpn_samples_per_image,
+            roi_samples_per_image=self.roi_samples_per_image,
+            foreground_fraction=self.foreground_fraction,
+            pool_size=self.head.pool_size,
+            hidden_units=self.head.hidden_units,
+            dropout=self.head.dropout,
+            pooling=self.head.pooling,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def detect(model: FasterRCNN, image: np.ndarray, **options) -> Detections:
+    """Faster R-CNN on one image ``[H, W, 3]``: ``Detections`` (boxes, labels, scores).
+
+    Backbone, RPN proposals, head, then ``utils.fast_rcnn.postprocess_detections``
+    (``options`` go to it: ``score_threshold``, ``nms_threshold``, ``max_detections``).
+    Introduced in notebook 09.
+    """
+    return detect_images(model, np.asarray(image)[None], progress=False, **options)[0][0]
+
+
+def detect_images(
+    model: FasterRCNN,
+    images: np.ndarray,
+    *,
+    progress: bool = True,
+    **options,
+) -> tuple[list[Detections], dict[str, float]]:
+    """Faster R-CNN on every image, one at a time, timed: ``(detections, timing)``.
+
+    ``timing`` holds seconds per image for ``"backbone"`` (the shared feature map),
+    ``"rpn"`` (RPN head + proposal layer: the proposal cost on top of the shared
+    features), ``"head"`` (RoI pooling and the fully connected head), ``"postprocess"``
+    (decode, clip, NMS), their sum ``"total"``, ``"detection"`` (everything but the
+    RPN, comparable with ``utils.fast_rcnn.detect_images``' detection time), and
+    ``"proposals_per_image"``. The first image runs once untimed so graph tracing is not
+    counted. Introduced in notebook 09.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images has shape {images.shape}: expected [N, H, W, 3]")
+    totals = dict.fromkeys(("backbone", "rpn", "head", "postprocess"), 0.0)
+    if len(images):
+        _detect_timed(model, images[0], options)  # warm-up: trace the graphs
+    results = []
+    seen = 0
+    indices = range(len(images))
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc="Faster R-CNN detection", unit="image")
+    for index in indices:
+        detections, seconds, proposals = _detect_timed(model, images[index], options)
+        results.append(detections)
+        seen += proposals
+        for key in totals:
+            totals[key] += seconds[key]
+    count = max(len(images), 1)
+    timing = {key: value / count for key, value in totals.items()}
+    timing["total"] = sum(timing.values())
+    timing["detection"] = timing["total"] - timing["rpn"]
+    timing["proposals_per_image"] = seen / count
+    return results, timing
+
+
+def _detect_timed(model: FasterRCNN, image: np.ndarray, options: dict):
+    """One image through the three stages: ``(detections, seconds per stage, proposal count)``."""
+    backbone, rpn_stage, head = model.compiled_parts()
+    start = time.perf_counter()
+    features = backbone(image[None])
+    featured = time.perf_counter()
+    boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(features))
+    boxes = boxes[valid]
+    proposed = time.perf_counter()
+    rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], axis=1)
+    probabilities, deltas = (np.asarray(t) for t in head(features, rois))
+    scored = time.perf_counter()
+    detections = postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
+    done = time.perf_counter()
+    seconds = {
+        "backbone": featured - start,
+        "rpn": proposed - featured,
+        "head": scored - proposed,
+        "postprocess": done - scored,
+    }
+    return detections, seconds, len(boxes)
+
+
+# ---- training and the cached model ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FasterRCNNSettings:
+    """How ``load_faster_rcnn`` builds and trains; every field is part of the cache key.
+
+    ``pooling`` is the head's RoI layer (``"roi_align"``: Mask R-CNN's refinement of RoI
+    pooling, kinder to a coarse 16x16 feature map); ``horizontal_flip`` and
+    ``vertical_flip`` mirror training images at random, boxes with them (a mirrored shape
+    keeps its class). Adam with a cosine-decaying ``learning_rate``.
+    """
+
+    num_images: int
+    images_per_batch: int = 8
+    epochs: int = 16
+    learning_rate: float = 1e-3
+    anchor_sizes: tuple[float, ...] = rpn.ANCHOR_SIZES
+    anchor_ratios: tuple[float, ...] = rpn.ANCHOR_RATIOS
+    rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE
+    roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE
+    pool_size: int = POOL_SIZE
+    hidden_units: tuple[int, ...] = HIDDEN_UNITS
+    dropout: float = 0.0
+    pooling: str = "roi_align"
+    horizontal_flip: bool = True
+    vertical_flip: bool = True
+    seed: int = 0
+
+
+SETTINGS = MappingProxyType(
+    {
+        "full": FasterRCNNSettings(num_images=rcnn.TRAINING_IMAGES["full"]),
+        "fast": FasterRCNNSettings(num_images=rcnn.TRAINING_IMAGES["fast"], epochs=2),
+    }
+)
+
+
+def build_faster_rcnn(
+    backbone: keras.Model,
+    feature_stride: int,
+    settings: FasterRCNNSettings | None = None,
+    num_classes: int = NUM_CLASSES,
+    image_size: Sequence[int] = (128, 128),
+) -> FasterRCNN:
+    """A ``FasterRCNN`` with the sizes of ``settings`` (the full-mode defaults when None).
+
+    Introduced in notebook 09.
+    """
+    settings = settings or SETTINGS["full"]
+    return FasterRCNN(
+        backbone,
+        num_classes,
+        feature_stride=feature_stride,
+        image_size=image_size,
+        anchor_sizes=settings.anchor_sizes,
+        anchor_ratios=settings.anchor_ratios,
+        rpn_samples_per_image=settings.rpn_samples_per_image,
+        roi_samples_per_image=settings.roi_samples_per_image,
+        pool_size=settings.pool_size,
+        hidden_units=settings.hidden_units,
+        dropout=settings.dropout,
+        pooling=settings.pooling,
+        name="faster_rcnn",
+    )
+
+
+class _EpochPrinter(keras.callbacks.Callback):
+    """One short line per epoch (Keras' progress bar carries timings and ANSI codes)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        terms = ", ".join(
+            f"{name.replace('_loss', '')} {logs.get(name, float('nan')):.3f}" for name in LOSS_NAMES
+        )
+        print(f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.3f} ({terms})")
+
+
+def training_dataset(data: ShapesData, settings: FasterRCNNSettings):
+    """The training batches: ``utils.shapes.to_tf_dataset``, shuffled (seeded), whole batches.
+
+    Full batches only (``drop_remainder``), so every step sees ``images_per_batch`` images,
+    also when a distribution strategy splits them. Introduced in notebook 09.
+    """
+    max_objects = max(1, max(len(labels) for labels in data.labels))
+    dataset = to_tf_dataset(data, shuffle=True, seed=settings.seed, max_objects=max_objects)
+    flips = [
+        axis
+        for axis, wanted in ((1, settings.horizontal_flip), (0, settings.vertical_flip))
+        if wanted
+    ]
+    if flips:
+        height, width = (float(side) for side in data.images.shape[1:3])
+
+        def random_flips(example, number):
+            image, targets = example
+            boxes = targets["boxes"]
+            for bit, axis in enumerate(flips):
+                flip = tf.bitwise.bitwise_and(tf.bitwise.right_shift(number, bit), 1) == 1
+                x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+                if axis == 1:
+                    mirrored = tf.stack([width - x2, y1, width - x1, y2], axis=-1)
+                else:
+                    mirrored = tf.stack([x1, height - y2, x2, height - y1], axis=-1)
+                boxes = tf.where(flip, mirrored, boxes)
+                image = tf.where(flip, tf.reverse(image, axis=[axis]), image)
+            return image, {**targets, "boxes": boxes}
+
+        # New coin flips every epoch, the same ones in every run.
+        coins = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, coins).map(random_flips)
+    return dataset.batch(min(settings.images_per_batch, len(data)), drop_remainder=True)
+
+
+def train_faster_rcnn(
+    model: FasterRCNN,
+    data: ShapesData,
+    settings: FasterRCNNSettings,
+    *,
+    verbose: bool = True,
+) -> dict[str, list[float]]:
+    """Approximate joint training with Adam (cosine-decayed learning rate); the Keras history.
+
+    The history holds per-epoch means of ``loss`` and each of ``LOSS_NAMES``.
+    Introduced in notebook 09.
+    """
+    dataset = training_dataset(data, settings)
+    steps = settings.epochs * int(dataset.cardinality())
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, max(steps, 1))
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    history = model.fit(
+        dataset,
+        epochs=settings.epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[_EpochPrinter()] if verbose else [],
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _mode(fast: bool | None) -> str:
+    return "fast" if (is_fast_mode() if fast is None else fast) else "full"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def faster_rcnn_backbone(
+    fast: bool | None = None, *, verbose: bool = True
+) -> tuple[keras.Model, int]:
+    """The course backbone's feature extractor (a fresh, trainable copy) and its stride.
+
+    ``utils.backbone.load_course_backbone`` (loaded from ``data/`` or trained; it prints
+    which), then ``clone_features()``, so training the detector never changes the cached
+    backbone. Introduced in notebook 09.
+    """
+    course_backbone = load_course_backbone(verbose, fast=fast)
+    return course_backbone.clone_features(), course_backbone.stride
+
+
+def _backbone_identity(fast: bool | None) -> str:
+    """What identifies the course backbone's weights, for the cache key."""
+    return backbone_identity(fast)
+
+
+def faster_rcnn_cache_path(fast: bool | None = None) -> Path:
+    """Where ``load_faster_rcnn`` keeps a mode's model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``.
+
+    The key hashes the training settings, the RPN settings, the data and the backbone's
+    identity, so changing any of them retrains instead of loading a stale model.
+    Introduced in notebook 09.
+    """
+    mode = _mode(fast)
+    settings = {
+        "training": asdict(SETTINGS[mode]),
+        "rpn": [
+            rpn.POSITIVE_IOU,
+            rpn.NEGATIVE_IOU,
+            rpn.POSITIVE_FRACTION,
+            rpn.NMS_THRESHOLD,
+            rpn.PRE_NMS_TOP_N,
+            rpn.POST_NMS_TOP_N,
+            rpn.MIN_PROPOSAL_SIZE,
+        ],
+        "data": [rcnn.DETECTION_SEED, rcnn.DETECTION_DIFFICULTY],
+        "backbone": _backbone_identity(fast),
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return FASTER_RCNN_CACHE_DIR / f"faster_rcnn-{mode}-{key}.keras"
+
+
+@dataclass(frozen=True, eq=False)
+class FasterRCNNInfo:
+    """What ``load_faster_rcnn`` did: ``source`` "cache" or "trained", the cache ``path``,
+    the training ``history`` (per-epoch losses), ``training_seconds`` (as measured when it
+    was trained), the number of training images and the ``settings``."""
+
+    source: str
+    path: Path
+    history: dict
+    training_seconds: float
+    num_images: int
+    settings: FasterRCNNSettings
+
+
+def load_faster_rcnn(
+    *, fast: bool | None = None, retrain: bool = False, verbose: bool = True
+) -> tuple[FasterRCNN, FasterRCNNInfo]:
+    """The trained Faster R-CNN of a mode: from ``data/faster_rcnn/`` or trained now.
+
+    On a cache miss (or with ``retrain``) it trains deterministically on the shared
+    detection training images (``utils.rcnn.detection_training_set``), starting from the
+    course backbone, then writes the model and its training record atomically (temporary
+    files renamed into place), so a parallel run never reads half a file. A cache file that
+    cannot be read is retrained over. Full and fast mode are cached separately (``fast``
+    defaults to the current mode). Prints one line saying which it did. Returns
+    ``(model, FasterRCNNInfo)``. Introduced in notebook 09; notebook 10 reuses it.
+    """
+    mode = _mode(fast)
+    settings = SETTINGS[mode]
+    path = faster_rcnn_cache_path(fast)
+    record_path = path.with_suffix(".json")
+    if not retrain and path.exists() and record_path.exists():
+        try:
+            model = keras.models.load_model(path, compile=False)
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            info = FasterRCNNInfo(
+                "cache",
+                path,
+                record["history"],
+                record["training_seconds"],
+                record["num_images"],
+                settings,
+            )
+            if verbose:
+                print(f"Faster R-CNN ({mode} mode): loaded from {_relative(path)}")
+            return model, info
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if verbose:
+                print(
+                    f"Faster R-CNN cache {_relative(path)} unreadable ({type(error).__name__}): "
+                    "retraining"
+                )
+    if verbose:
+        print(
+            f"Faster R-CNN ({mode} mode): no cached model, training on {settings.num_images} images"
+        )
+    data = rcnn.detection_training_set(settings.num_images)
+    backbone, stride = faster_rcnn_backbone(fast, verbose=verbose)
+    keras.utils.set_random_seed(settings.seed)
+    model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
+    start = time.perf_counter()
+    history = train_faster_rcnn(model, data, settings, verbose=verbose)
+    seconds = time.perf_counter() - start
+    record = {"history": history, "training_seconds": seconds, "num_images": len(data)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
+    temporary_record = record_path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
+    model.save(temporary)
+    temporary_record.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(temporary_record, record_path)
+    os.replace(temporary, path)
+    if verbose:
+        print(
+            f"Faster R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {_relative(path)}"
+        )
+    return model, FasterRCNNInfo("trained", path, history, seconds, len(data), settings)
