@@ -67,7 +67,7 @@ def test_passing_notebook_is_refreshed_cleanly(tmp_path, monkeypatch):
     assert code[0].outputs[0].text == "full\n"
     assert code[1].outputs[0].data["text/plain"] == "2"
     assert all("execution" not in c.metadata and "colab" not in c.metadata for c in stored.cells)
-    assert set(stored.metadata) <= {"kernelspec", "language_info"}
+    assert set(stored.metadata) <= {"kernelspec", "language_info", "widgets"}
     assert os.environ["COURSE_FAST"] == "1", "the runner must not change its own environment"
     assert (tmp_path / "build" / "executed" / "99_pass.ipynb").exists()
     assert "<html" in (tmp_path / "build" / "html" / "99_pass.html").read_text().lower()

@@ -29,7 +29,8 @@ BUILD_DIR = ROOT / "build"
 KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EDITOR_METADATA = ("colab", "id", "outputId", "ExecuteTime", "execution", "scrolled", "collapsed")
-NOTEBOOK_METADATA_KEPT = ("kernelspec", "language_info")
+# "widgets" holds the final state of progress bars (tqdm.auto), so stored notebooks show them done.
+NOTEBOOK_METADATA_KEPT = ("kernelspec", "language_info", "widgets")
 
 
 @dataclass
