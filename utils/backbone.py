@@ -37,14 +37,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
-import uuid
 from pathlib import Path
 
 import keras
 
-from utils.course import DATA_DIR, ROOT, is_fast_mode
+from utils.cache import relative_to_root, save_model_and_record
+from utils.course import DATA_DIR, is_fast_mode
 from utils.resnet import build_small_resnet
 from utils.shapes import CLASS_NAMES, make_shapes_split
 
@@ -245,10 +244,10 @@ def load_course_backbone(
         try:
             classifier, metadata = _read_cache(path, _identity(plan))
         except Exception as error:  # noqa: BLE001 - any unreadable cache means "retrain"
-            reason = f"{_relative(path)} could not be used ({_describe(error)})"
+            reason = f"{relative_to_root(path)} could not be used ({_describe(error)})"
         else:
             say(
-                f"course backbone ({mode} mode): loaded {_relative(path)}, validation "
+                f"course backbone ({mode} mode): loaded {relative_to_root(path)}, validation "
                 f"accuracy {metadata['validation_accuracy']:.3f}"
             )
             return _wrap(classifier, "cache", path, metadata)
@@ -257,7 +256,7 @@ def load_course_backbone(
     _write_cache(classifier, metadata, path)
     say(
         f"done in {metadata['training_seconds']:.0f} s, validation accuracy "
-        f"{metadata['validation_accuracy']:.3f}, saved to {_relative(path)}"
+        f"{metadata['validation_accuracy']:.3f}, saved to {relative_to_root(path)}"
     )
     return _wrap(classifier, "trained", path, metadata)
 
@@ -293,32 +292,13 @@ def _read_cache(path: Path, identity: str) -> tuple[keras.Model, dict]:
 
 
 def _write_cache(classifier: keras.Model, metadata: dict, path: Path) -> None:
-    """Write the model, then its metadata, each to a temporary file and then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temporary_model = path.with_name(f".{path.stem}.{token}.tmp.keras")
-    metadata_path = _metadata_path(path)
-    temporary_metadata = path.with_name(f".{path.stem}.{token}.tmp.json")
-    try:
-        classifier.save(temporary_model)
-        temporary_metadata.write_text(json.dumps(metadata, indent=1), encoding="utf-8")
-        os.replace(temporary_model, path)
-        os.replace(temporary_metadata, metadata_path)
-    finally:
-        temporary_model.unlink(missing_ok=True)
-        temporary_metadata.unlink(missing_ok=True)
+    """Write the model and its metadata atomically (``utils.cache``)."""
+    save_model_and_record(classifier, path, metadata, _metadata_path(path))
 
 
 def _describe(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}"[:160]
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _silent(*args, **kwargs) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,7 +45,8 @@ from keras import ops
 
 from utils import rcnn
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.course import DATA_DIR, ROOT, is_fast_mode
+from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.course import DATA_DIR
 from utils.layers import RoIAlign, RoIPooling
 from utils.matching import label_proposals, sample_balanced
 from utils.rcnn import Detections
@@ -781,24 +781,13 @@ def train_fast_rcnn(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def _mode(fast: bool | None) -> str:
-    return "fast" if (is_fast_mode() if fast is None else fast) else "full"
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def fast_rcnn_cache_path(fast: bool | None = None) -> Path:
     """Where ``load_fast_rcnn`` keeps a mode's model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``.
 
     The key hashes the training settings, the proposal settings, the data and the
     backbone's cache file, so changing any of them retrains instead of loading a stale model.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = {
         "training": asdict(SETTINGS[mode]),
         "proposals": [rcnn.PROPOSAL_MODE, rcnn.MAX_PROPOSALS],
@@ -838,7 +827,7 @@ def load_fast_rcnn(
     Prints one line saying which it did. Returns ``(model, FastRCNNInfo)``.
     Introduced in notebook 08; notebook 10 reuses it.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = SETTINGS[mode]
     path = fast_rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
@@ -855,12 +844,12 @@ def load_fast_rcnn(
                 settings,
             )
             if verbose:
-                print(f"Fast R-CNN ({mode} mode): loaded from {_relative(path)}")
+                print(f"Fast R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
             return model, info
         except (OSError, ValueError, KeyError, TypeError) as error:
             if verbose:
                 print(
-                    f"Fast R-CNN cache {_relative(path)} unreadable ({type(error).__name__}): "
+                    f"Fast R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): "
                     "retraining"
                 )
     if verbose:
@@ -876,15 +865,11 @@ def load_fast_rcnn(
     history = train_fast_rcnn(model, data, proposals, settings, verbose=verbose)
     seconds = time.perf_counter() - start
     record = {"history": history, "training_seconds": seconds, "num_images": len(data)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
-    temporary_record = record_path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
-    model.save(temporary)
-    temporary_record.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(temporary_record, record_path)
-    os.replace(temporary, path)
+    save_model_and_record(model, path, record, record_path)
     if verbose:
-        print(f"Fast R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {_relative(path)}")
+        print(
+            f"Fast R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
+        )
     return model, FastRCNNInfo("trained", path, history, seconds, len(data), settings)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -41,7 +40,8 @@ from keras import ops
 from utils import rcnn, rpn
 from utils.anchors import generate_anchors
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.course import DATA_DIR, ROOT, is_fast_mode
+from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.course import DATA_DIR
 from utils.fast_rcnn import (
     FOREGROUND_FRACTION,
     HIDDEN_UNITS,
@@ -584,17 +584,6 @@ def train_faster_rcnn(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def _mode(fast: bool | None) -> str:
-    return "fast" if (is_fast_mode() if fast is None else fast) else "full"
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def faster_rcnn_backbone(
     fast: bool | None = None, *, verbose: bool = True
 ) -> tuple[keras.Model, int]:
@@ -620,7 +609,7 @@ def faster_rcnn_cache_path(fast: bool | None = None) -> Path:
     identity, so changing any of them retrains instead of loading a stale model.
     Introduced in notebook 09.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = {
         "training": asdict(SETTINGS[mode]),
         "rpn": [
@@ -666,7 +655,7 @@ def load_faster_rcnn(
     defaults to the current mode). Prints one line saying which it did. Returns
     ``(model, FasterRCNNInfo)``. Introduced in notebook 09; notebook 10 reuses it.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = SETTINGS[mode]
     path = faster_rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
@@ -683,12 +672,12 @@ def load_faster_rcnn(
                 settings,
             )
             if verbose:
-                print(f"Faster R-CNN ({mode} mode): loaded from {_relative(path)}")
+                print(f"Faster R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
             return model, info
         except (OSError, ValueError, KeyError, TypeError) as error:
             if verbose:
                 print(
-                    f"Faster R-CNN cache {_relative(path)} unreadable ({type(error).__name__}): "
+                    f"Faster R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): "
                     "retraining"
                 )
     if verbose:
@@ -703,15 +692,9 @@ def load_faster_rcnn(
     history = train_faster_rcnn(model, data, settings, verbose=verbose)
     seconds = time.perf_counter() - start
     record = {"history": history, "training_seconds": seconds, "num_images": len(data)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
-    temporary_record = record_path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
-    model.save(temporary)
-    temporary_record.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(temporary_record, record_path)
-    os.replace(temporary, path)
+    save_model_and_record(model, path, record, record_path)
     if verbose:
         print(
-            f"Faster R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {_relative(path)}"
+            f"Faster R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
         )
     return model, FasterRCNNInfo("trained", path, history, seconds, len(data), settings)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from keras import ops
 
 from utils import boxes as box_ops
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.course import DATA_DIR, ROOT, is_fast_mode
+from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.course import DATA_DIR
 from utils.matching import label_proposals, sample_balanced
 from utils.proposals import proposals_for_images
 from utils.shapes import CLASS_NAMES, ShapesData, make_shapes
@@ -91,10 +91,6 @@ TRAINING_SETTINGS = MappingProxyType(
 )
 
 
-def _mode(fast: bool | None) -> str:
-    return "fast" if (is_fast_mode() if fast is None else fast) else "full"
-
-
 def _check_count(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
@@ -108,7 +104,7 @@ def detection_validation_set(num_images: int | None = None) -> ShapesData:
     mode. Notebooks 07-10 evaluate on it. Introduced in notebook 07.
     """
     if num_images is None:
-        num_images = VALIDATION_IMAGES[_mode(None)]
+        num_images = VALIDATION_IMAGES[mode_name(None)]
     _check_count("num_images", num_images)
     return make_shapes(
         "detection",
@@ -126,7 +122,7 @@ def detection_training_set(num_images: int | None = None) -> ShapesData:
     notebook 07.
     """
     if num_images is None:
-        num_images = TRAINING_IMAGES[_mode(None)]
+        num_images = TRAINING_IMAGES[mode_name(None)]
     _check_count("num_images", num_images)
     return make_shapes(
         "detection", num_images, difficulty=DETECTION_DIFFICULTY, seed=DETECTION_SEED, split="train"
@@ -511,7 +507,7 @@ def rcnn_backbone(fast: bool | None = None, *, verbose: bool = True) -> keras.Mo
     classification; loaded from ``data/`` or trained there first (the loader prints which).
     Fine-tuning the copy leaves the cached backbone as it is.
     """
-    backbone = load_course_backbone(verbose, fast=_mode(fast) == "fast")
+    backbone = load_course_backbone(verbose, fast=mode_name(fast) == "fast")
     return backbone.clone_features()
 
 
@@ -521,7 +517,7 @@ def rcnn_cache_path(fast: bool | None = None) -> Path:
     The key hashes the course backbone's identity and the training, data and proposal
     settings, so changing any of them retrains instead of loading a stale model.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = {
         "backbone": backbone_identity(mode == "fast"),
         "training": TRAINING_SETTINGS[mode].__dict__,
@@ -547,13 +543,6 @@ class RCNNInfo:
     settings: TrainingSettings
 
 
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def load_rcnn(
     *, fast: bool | None = None, retrain: bool = False, verbose: bool = True
 ) -> tuple[keras.Model, RCNNInfo]:
@@ -567,7 +556,7 @@ def load_rcnn(
     one line saying which it did. ``fast`` defaults to the current mode. Returns
     ``(model, RCNNInfo)``.
     """
-    mode = _mode(fast)
+    mode = mode_name(fast)
     settings = TRAINING_SETTINGS[mode]
     path = rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
@@ -576,7 +565,7 @@ def load_rcnn(
             model = keras.models.load_model(path, compile=False)
             record = json.loads(record_path.read_text(encoding="utf-8"))
             if verbose:
-                print(f"R-CNN ({mode} mode): loaded from {_relative(path)}")
+                print(f"R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
             return model, RCNNInfo(
                 "cache",
                 path,
@@ -588,7 +577,7 @@ def load_rcnn(
         except Exception as error:  # any unreadable cache means: train again
             if verbose:
                 print(
-                    f"R-CNN cache {_relative(path)} unreadable ({type(error).__name__}): retraining"
+                    f"R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): retraining"
                 )
     if verbose:
         print(f"R-CNN ({mode} mode): no cached model, training on {settings.num_images} images")
@@ -607,13 +596,9 @@ def load_rcnn(
     history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
     seconds = time.perf_counter() - start
     record = {"history": history, "training_seconds": seconds, "num_patches": len(patch_set)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(temporary)
-    temporary_record = record_path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
-    temporary_record.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(temporary_record, record_path)
-    os.replace(temporary, path)
+    save_model_and_record(model, path, record, record_path)
     if verbose:
-        print(f"R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {_relative(path)}")
+        print(
+            f"R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
+        )
     return model, RCNNInfo("trained", path, history, seconds, len(patch_set), settings)

@@ -1,0 +1,46 @@
+"""Caches under ``data/``: mode names, repo-relative paths, atomic model + record writes.
+
+The course backbone (notebook 04) and the detectors of notebooks 07-09 cache their
+trained models the same way: full and fast mode in separate files, a JSON record beside
+each model, both written to temporary files and renamed into place so a parallel run
+never reads half a file (introduced in notebook 04).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from utils.course import ROOT, is_fast_mode
+
+
+def mode_name(fast: bool | None = None) -> str:
+    """``"fast"`` or ``"full"``: ``fast`` when given, else the current mode (``COURSE_FAST``)."""
+    return "fast" if (is_fast_mode() if fast is None else fast) else "full"
+
+
+def relative_to_root(path: Path | str) -> str:
+    """``path`` relative to the repository root when inside it (printed paths stay portable)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def save_model_and_record(model, path: Path, record: dict, record_path: Path) -> None:
+    """Write a Keras model to ``path`` and ``record`` as JSON to ``record_path``, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary_model = path.with_name(f".{path.stem}.{token}.tmp.keras")
+    temporary_record = path.with_name(f".{path.stem}.{token}.tmp.json")
+    try:
+        model.save(temporary_model)
+        temporary_record.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(temporary_model, path)
+        os.replace(temporary_record, record_path)
+    finally:
+        temporary_model.unlink(missing_ok=True)
+        temporary_record.unlink(missing_ok=True)
