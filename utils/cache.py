@@ -44,3 +44,40 @@ def save_model_and_record(model, path: Path, record: dict, record_path: Path) ->
     finally:
         temporary_model.unlink(missing_ok=True)
         temporary_record.unlink(missing_ok=True)
+
+
+def load_cached_model(
+    name: str,
+    mode: str,
+    path: Path,
+    record_path: Path,
+    required: tuple[str, ...],
+    *,
+    verbose: bool = True,
+):
+    """``(model, record)`` from a cache written by :func:`save_model_and_record`, or None.
+
+    None when either file is missing, or when they cannot be read or the record lacks a
+    ``required`` key: then one line says so and the caller trains again. Prints
+    ``"<name> (<mode> mode): loaded from <path>"`` on a hit.
+    """
+    import keras
+
+    if not (path.exists() and record_path.exists()):
+        return None
+    try:
+        model = keras.models.load_model(path, compile=False)
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except Exception as error:  # any unreadable cache means: train again
+        if verbose:
+            print(
+                f"{name} cache {relative_to_root(path)} unreadable ({type(error).__name__}): "
+                "retraining"
+            )
+        return None
+    if verbose:
+        print(f"{name} ({mode} mode): loaded from {relative_to_root(path)}")
+    return model, record

@@ -45,7 +45,7 @@ from keras import ops
 
 from utils import rcnn
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
 from utils.course import DATA_DIR
 from utils.layers import RoIAlign, RoIPooling
 from utils.matching import label_proposals, sample_balanced
@@ -831,27 +831,28 @@ def load_fast_rcnn(
     settings = SETTINGS[mode]
     path = fast_rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
-    if not retrain and path.exists() and record_path.exists():
-        try:
-            model = keras.models.load_model(path, compile=False)
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            info = FastRCNNInfo(
-                "cache",
-                path,
-                record["history"],
-                record["training_seconds"],
-                record["num_images"],
-                settings,
-            )
-            if verbose:
-                print(f"Fast R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
-            return model, info
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            if verbose:
-                print(
-                    f"Fast R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): "
-                    "retraining"
-                )
+    cached = (
+        None
+        if retrain
+        else load_cached_model(
+            "Fast R-CNN",
+            mode,
+            path,
+            record_path,
+            ("history", "training_seconds", "num_images"),
+            verbose=verbose,
+        )
+    )
+    if cached is not None:
+        model, record = cached
+        return model, FastRCNNInfo(
+            "cache",
+            path,
+            record["history"],
+            record["training_seconds"],
+            record["num_images"],
+            settings,
+        )
     if verbose:
         print(
             f"Fast R-CNN ({mode} mode): no cached model, training on {settings.num_images} images"

@@ -40,7 +40,7 @@ from keras import ops
 from utils import rcnn, rpn
 from utils.anchors import generate_anchors
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
 from utils.course import DATA_DIR
 from utils.fast_rcnn import (
     FOREGROUND_FRACTION,
@@ -659,27 +659,28 @@ def load_faster_rcnn(
     settings = SETTINGS[mode]
     path = faster_rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
-    if not retrain and path.exists() and record_path.exists():
-        try:
-            model = keras.models.load_model(path, compile=False)
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            info = FasterRCNNInfo(
-                "cache",
-                path,
-                record["history"],
-                record["training_seconds"],
-                record["num_images"],
-                settings,
-            )
-            if verbose:
-                print(f"Faster R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
-            return model, info
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            if verbose:
-                print(
-                    f"Faster R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): "
-                    "retraining"
-                )
+    cached = (
+        None
+        if retrain
+        else load_cached_model(
+            "Faster R-CNN",
+            mode,
+            path,
+            record_path,
+            ("history", "training_seconds", "num_images"),
+            verbose=verbose,
+        )
+    )
+    if cached is not None:
+        model, record = cached
+        return model, FasterRCNNInfo(
+            "cache",
+            path,
+            record["history"],
+            record["training_seconds"],
+            record["num_images"],
+            settings,
+        )
     if verbose:
         print(
             f"Faster R-CNN ({mode} mode): no cached model, training on {settings.num_images} images"

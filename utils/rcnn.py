@@ -40,7 +40,7 @@ from keras import ops
 
 from utils import boxes as box_ops
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import mode_name, relative_to_root, save_model_and_record
+from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
 from utils.course import DATA_DIR
 from utils.matching import label_proposals, sample_balanced
 from utils.proposals import proposals_for_images
@@ -560,25 +560,28 @@ def load_rcnn(
     settings = TRAINING_SETTINGS[mode]
     path = rcnn_cache_path(fast)
     record_path = path.with_suffix(".json")
-    if not retrain and path.exists() and record_path.exists():
-        try:
-            model = keras.models.load_model(path, compile=False)
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if verbose:
-                print(f"R-CNN ({mode} mode): loaded from {relative_to_root(path)}")
-            return model, RCNNInfo(
-                "cache",
-                path,
-                record["history"],
-                record["training_seconds"],
-                record["num_patches"],
-                settings,
-            )
-        except Exception as error:  # any unreadable cache means: train again
-            if verbose:
-                print(
-                    f"R-CNN cache {relative_to_root(path)} unreadable ({type(error).__name__}): retraining"
-                )
+    cached = (
+        None
+        if retrain
+        else load_cached_model(
+            "R-CNN",
+            mode,
+            path,
+            record_path,
+            ("history", "training_seconds", "num_patches"),
+            verbose=verbose,
+        )
+    )
+    if cached is not None:
+        model, record = cached
+        return model, RCNNInfo(
+            "cache",
+            path,
+            record["history"],
+            record["training_seconds"],
+            record["num_patches"],
+            settings,
+        )
     if verbose:
         print(f"R-CNN ({mode} mode): no cached model, training on {settings.num_images} images")
     data = detection_training_set(settings.num_images)
