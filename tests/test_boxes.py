@@ -172,3 +172,30 @@ def test_bad_shapes_are_rejected():
         boxes.nms(np.zeros((3, 4)), np.zeros(2), 0.5)
     with pytest.raises(ValueError, match=r"max_output_size must be >= 0 or None, got -1"):
         boxes.nms(np.zeros((3, 4)), np.zeros(3), 0.5, max_output_size=-1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(box_arrays(), box_arrays())
+def test_numpy_and_keras_paths_agree(a, b):
+    """One implementation, two namespaces: NumPy inputs and tensor inputs give equal numbers."""
+    height, width = 70, 90
+    deltas = np.clip(a, -5, 5)
+    cases = {
+        "area": (boxes.area, (a,)),
+        "iou": (boxes.iou, (a, b)),
+        "encode": (boxes.encode, (np.abs(a) + 1, np.abs(a) + 2)),
+        "decode": (boxes.decode, (deltas, np.abs(a) + 1, (10, 10, 5, 5))),
+        "clip": (boxes.clip, (a, height, width)),
+        "xyxy_to_cxcywh": (boxes.xyxy_to_cxcywh, (a,)),
+        "cxcywh_to_xyxy": (boxes.cxcywh_to_xyxy, (a,)),
+        "xywh_to_xyxy": (boxes.xywh_to_xyxy, (a,)),
+        "xyxy_to_xywh": (boxes.xyxy_to_xywh, (a,)),
+        "xyxy_to_yxyx": (boxes.xyxy_to_yxyx, (a, height, width)),
+        "yxyx_to_xyxy": (boxes.yxyx_to_xyxy, (a, height, width)),
+    }
+    for name, (function, arguments) in cases.items():
+        on_numpy = function(*arguments)
+        on_tensors = function(tf.constant(arguments[0]), *arguments[1:])
+        assert isinstance(on_numpy, np.ndarray) and on_numpy.dtype == np.float32, name
+        assert tf.is_tensor(on_tensors), name
+        np.testing.assert_allclose(on_numpy, on_tensors.numpy(), rtol=1e-5, atol=1e-4, err_msg=name)

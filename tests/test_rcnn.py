@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from utils import boxes as box_ops
 from utils import proposals as proposals_module
 from utils import rcnn
 from utils.metrics import mean_average_precision
@@ -147,6 +148,40 @@ def test_postprocess_thresholds_decodes_and_suppresses_per_class():
     probabilities[3] = [0.0, 0.0, 1.0]
     boxes, labels, scores = rcnn.postprocess(probabilities, deltas, proposals, (100, 120))
     np.testing.assert_allclose(boxes[0], [100, 60, 120, 90], atol=1e-3)
+
+
+def _postprocess_class_by_class(probabilities, deltas, proposals, image_size):
+    """The textbook form: for each class decode, clip, threshold and NMS; then top 100."""
+    kept = []
+    for label in range(probabilities.shape[1] - 1):
+        scores = probabilities[:, label + 1]
+        keep = scores > rcnn.SCORE_THRESHOLD
+        boxes = box_ops.decode(
+            deltas[keep, 4 * label : 4 * label + 4], proposals[keep], weights=rcnn.BOX_WEIGHTS
+        )
+        boxes = box_ops.clip(boxes, *image_size)
+        for index in box_ops.nms(boxes, scores[keep], rcnn.NMS_THRESHOLD):
+            kept.append((scores[keep][index], label, boxes[index]))
+    kept.sort(key=lambda entry: -entry[0])
+    return kept[: rcnn.MAX_DETECTIONS]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_postprocess_equals_class_by_class_nms(seed):
+    """One offset NMS over all classes keeps exactly what per-class NMS keeps, in order."""
+    rng = np.random.default_rng(seed)
+    count, num_classes, image_size = 300, 5, (90, 120)
+    corners = rng.uniform(0, 100, (count, 2))
+    proposals = np.concatenate([corners, corners + rng.uniform(4, 40, (count, 2))], axis=1)
+    probabilities = rng.dirichlet(np.full(num_classes + 1, 0.3), count).astype(np.float32)
+    deltas = rng.normal(0, 1, (count, 4 * num_classes)).astype(np.float32)
+    proposals = proposals.astype(np.float32)
+    boxes, labels, scores = rcnn.postprocess(probabilities, deltas, proposals, image_size)
+    expected = _postprocess_class_by_class(probabilities, deltas, proposals, image_size)
+    assert len(scores) == len(expected) == rcnn.MAX_DETECTIONS
+    np.testing.assert_array_equal(scores, [entry[0] for entry in expected])
+    np.testing.assert_array_equal(labels, [entry[1] for entry in expected])
+    np.testing.assert_allclose(boxes, [entry[2] for entry in expected], atol=1e-4)
 
 
 def test_postprocess_with_nothing_above_threshold_is_empty():

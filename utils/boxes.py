@@ -4,15 +4,20 @@ Boxes are float32 ``[..., 4]`` rows ``(x1, y1, x2, y2)`` in continuous pixel coo
 (width ``x2 - x1``, no "+1"), as in torchvision.ops. A box with ``x2 < x1`` or
 ``y2 < y1`` is degenerate: it has zero area and overlaps nothing.
 
-The functions other than ``nms`` are written with ``keras.ops``, so one implementation
-serves NumPy code and Keras models alike: NumPy (or list) inputs give NumPy outputs;
-any tensor input (eager, inside ``tf.function`` or a Keras model) gives a tensor.
+The functions other than ``nms`` have one implementation, written against a small
+array namespace ``xp`` that is either ``keras.ops`` or NumPy: any tensor input (eager,
+inside ``tf.function`` or a Keras model) runs on ``keras.ops`` and gives a tensor;
+NumPy (or list) inputs run on NumPy and give NumPy. Running small NumPy arrays through
+eager TensorFlow instead costs about 0.1 ms per op, which dominated detection
+post-processing (notebook 08's timing) before this split.
 
 Introduced in notebook 06 (IoU, coding, conversions) and 07 (NMS).
 """
 
 import functools
+import inspect
 import math
+import types
 
 import keras
 import numpy as np
@@ -22,44 +27,72 @@ from keras import ops
 MAX_LOG_SCALE = math.log(1000.0 / 16)
 
 
-def _numpy_in_numpy_out(function):
-    """Return NumPy when no argument is a tensor, so NumPy code stays NumPy."""
+def _cast_numpy(x, dtype):
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _unstack_numpy(x, num, axis=0):
+    x = np.moveaxis(np.asarray(x), axis, 0)
+    if len(x) != num:
+        raise ValueError(f"cannot unstack {len(x)} entries into {num}")
+    return list(x)
+
+
+#: The NumPy side of the namespace: the few ``keras.ops`` functions this module uses.
+_NUMPY = types.SimpleNamespace(
+    convert_to_tensor=np.asarray,
+    cast=_cast_numpy,
+    unstack=_unstack_numpy,
+    stack=np.stack,
+    maximum=np.maximum,
+    minimum=np.minimum,
+    clip=np.clip,
+    where=np.where,
+    log=np.log,
+    exp=np.exp,
+)
+
+
+def _array_namespace(function):
+    """Call ``function(xp, ...)`` with ``xp = keras.ops`` for tensor inputs, else NumPy."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        result = function(*args, **kwargs)
         arguments = [*args, *kwargs.values()]
         if any(ops.is_tensor(a) or isinstance(a, keras.KerasTensor) for a in arguments):
-            return result
-        return ops.convert_to_numpy(result)
+            return function(ops, *args, **kwargs)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return function(_NUMPY, *args, **kwargs).astype(np.float32, copy=False)
 
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    wrapper.__signature__ = inspect.Signature(parameters)
     return wrapper
 
 
-def _boxes(boxes, name="boxes"):
-    """``boxes`` as a float32 tensor, checking the last axis is 4."""
-    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+def _boxes(xp, boxes, name="boxes"):
+    """``boxes`` as a float32 array or tensor, checking the last axis is 4."""
+    boxes = xp.cast(xp.convert_to_tensor(boxes), "float32")
     if len(boxes.shape) == 0 or boxes.shape[-1] != 4:
         raise ValueError(f"{name} must have shape [..., 4], got shape {tuple(boxes.shape)}")
     return boxes
 
 
-def _corners(boxes):
-    return ops.unstack(boxes, 4, axis=-1)
+def _corners(xp, boxes):
+    return xp.unstack(boxes, 4, axis=-1)
 
 
-@_numpy_in_numpy_out
-def area(boxes):
+@_array_namespace
+def area(xp, boxes):
     """Area of each box, 0 for degenerate boxes: ``[..., 4] -> [...]``.
 
     Introduced in notebook 06.
     """
-    x1, y1, x2, y2 = _corners(_boxes(boxes))
-    return ops.maximum(x2 - x1, 0.0) * ops.maximum(y2 - y1, 0.0)
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    return xp.maximum(x2 - x1, 0.0) * xp.maximum(y2 - y1, 0.0)
 
 
-@_numpy_in_numpy_out
-def iou(boxes_a, boxes_b):
+@_array_namespace
+def iou(xp, boxes_a, boxes_b):
     """Pairwise intersection over union: ``[N, 4], [M, 4] -> [N, M]``.
 
     torchvision.ops.box_iou semantics (no "+1"); 0 where the union is 0, so degenerate
@@ -67,26 +100,26 @@ def iou(boxes_a, boxes_b):
 
     Introduced in notebook 06.
     """
-    boxes_a, boxes_b = _boxes(boxes_a, "boxes_a"), _boxes(boxes_b, "boxes_b")
+    boxes_a, boxes_b = _boxes(xp, boxes_a, "boxes_a"), _boxes(xp, boxes_b, "boxes_b")
     for name, boxes in (("boxes_a", boxes_a), ("boxes_b", boxes_b)):
         if len(boxes.shape) != 2:
             raise ValueError(f"{name} must have shape [N, 4], got shape {tuple(boxes.shape)}")
-    ax1, ay1, ax2, ay2 = (c[:, None] for c in _corners(boxes_a))
-    bx1, by1, bx2, by2 = (c[None, :] for c in _corners(boxes_b))
-    width = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0)
-    height = ops.maximum(ops.minimum(ay2, by2) - ops.maximum(ay1, by1), 0.0)
+    ax1, ay1, ax2, ay2 = (c[:, None] for c in _corners(xp, boxes_a))
+    bx1, by1, bx2, by2 = (c[None, :] for c in _corners(xp, boxes_b))
+    width = xp.maximum(xp.minimum(ax2, bx2) - xp.maximum(ax1, bx1), 0.0)
+    height = xp.maximum(xp.minimum(ay2, by2) - xp.maximum(ay1, by1), 0.0)
     intersection = width * height
     union = area(boxes_a)[:, None] + area(boxes_b)[None, :] - intersection
-    return ops.where(union > 0, intersection / ops.maximum(union, 1e-12), 0.0)
+    return xp.where(union > 0, intersection / xp.maximum(union, 1e-12), 0.0)
 
 
-def _centres_and_sizes(boxes):
-    x1, y1, x2, y2 = _corners(boxes)
+def _centres_and_sizes(xp, boxes):
+    x1, y1, x2, y2 = _corners(xp, boxes)
     return (x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1
 
 
-@_numpy_in_numpy_out
-def encode(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+@_array_namespace
+def encode(xp, boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     """Regression targets that move ``anchors`` onto ``boxes``: ``[..., 4] -> [..., 4]``.
 
     Faster R-CNN's parametrisation (torchvision BoxCoder): ``dx = wx * (gx - ax) / aw``,
@@ -98,22 +131,22 @@ def encode(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     Introduced in notebook 06.
     """
     wx, wy, ww, wh = weights
-    gx, gy, gw, gh = _centres_and_sizes(_boxes(boxes))
-    ax, ay, aw, ah = _centres_and_sizes(_boxes(anchors, "anchors"))
-    gw, gh = ops.maximum(gw, 1e-6), ops.maximum(gh, 1e-6)
-    return ops.stack(
+    gx, gy, gw, gh = _centres_and_sizes(xp, _boxes(xp, boxes))
+    ax, ay, aw, ah = _centres_and_sizes(xp, _boxes(xp, anchors, "anchors"))
+    gw, gh = xp.maximum(gw, 1e-6), xp.maximum(gh, 1e-6)
+    return xp.stack(
         [
             wx * (gx - ax) / aw,
             wy * (gy - ay) / ah,
-            ww * ops.log(gw / aw),
-            wh * ops.log(gh / ah),
+            ww * xp.log(gw / aw),
+            wh * xp.log(gh / ah),
         ],
         axis=-1,
     )
 
 
-@_numpy_in_numpy_out
-def decode(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+@_array_namespace
+def decode(xp, deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     """Boxes from regression ``deltas`` applied to ``anchors``; inverse of ``encode``.
 
     torchvision BoxCoder.decode: ``dw / ww`` and ``dh / wh`` are clamped at
@@ -123,32 +156,32 @@ def decode(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     Introduced in notebook 06.
     """
     wx, wy, ww, wh = weights
-    dx, dy, dw, dh = ops.unstack(_boxes(deltas, "deltas"), 4, axis=-1)
-    ax, ay, aw, ah = _centres_and_sizes(_boxes(anchors, "anchors"))
+    dx, dy, dw, dh = xp.unstack(_boxes(xp, deltas, "deltas"), 4, axis=-1)
+    ax, ay, aw, ah = _centres_and_sizes(xp, _boxes(xp, anchors, "anchors"))
     cx = dx / wx * aw + ax
     cy = dy / wy * ah + ay
-    half_w = ops.exp(ops.minimum(dw / ww, MAX_LOG_SCALE)) * aw * 0.5
-    half_h = ops.exp(ops.minimum(dh / wh, MAX_LOG_SCALE)) * ah * 0.5
-    return ops.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+    half_w = xp.exp(xp.minimum(dw / ww, MAX_LOG_SCALE)) * aw * 0.5
+    half_h = xp.exp(xp.minimum(dh / wh, MAX_LOG_SCALE)) * ah * 0.5
+    return xp.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
 
 
-@_numpy_in_numpy_out
-def clip(boxes, height, width):
+@_array_namespace
+def clip(xp, boxes, height, width):
     """Clip boxes to the image ``[0, width] x [0, height]``: ``[..., 4] -> [..., 4]``.
 
     torchvision.ops.clip_boxes_to_image semantics.
 
     Introduced in notebook 06.
     """
-    x1, y1, x2, y2 = _corners(_boxes(boxes))
-    width = ops.cast(width, "float32")
-    height = ops.cast(height, "float32")
-    return ops.stack(
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    width = xp.cast(width, "float32")
+    height = xp.cast(height, "float32")
+    return xp.stack(
         [
-            ops.clip(x1, 0.0, width),
-            ops.clip(y1, 0.0, height),
-            ops.clip(x2, 0.0, width),
-            ops.clip(y2, 0.0, height),
+            xp.clip(x1, 0.0, width),
+            xp.clip(y1, 0.0, height),
+            xp.clip(x2, 0.0, width),
+            xp.clip(y2, 0.0, height),
         ],
         axis=-1,
     )
@@ -190,47 +223,47 @@ def nms(boxes, scores, iou_threshold, max_output_size=None):
     return np.array(kept, dtype=np.int64)
 
 
-@_numpy_in_numpy_out
-def xyxy_to_cxcywh(boxes):
+@_array_namespace
+def xyxy_to_cxcywh(xp, boxes):
     """``(x1, y1, x2, y2)`` to ``(centre x, centre y, width, height)``, ``[..., 4]``.
 
     Introduced in notebook 06.
     """
-    return ops.stack(_centres_and_sizes(_boxes(boxes)), axis=-1)
+    return xp.stack(_centres_and_sizes(xp, _boxes(xp, boxes)), axis=-1)
 
 
-@_numpy_in_numpy_out
-def cxcywh_to_xyxy(boxes):
+@_array_namespace
+def cxcywh_to_xyxy(xp, boxes):
     """``(centre x, centre y, width, height)`` to ``(x1, y1, x2, y2)``, ``[..., 4]``.
 
     Introduced in notebook 06.
     """
-    cx, cy, w, h = _corners(_boxes(boxes))
-    return ops.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=-1)
+    cx, cy, w, h = _corners(xp, _boxes(xp, boxes))
+    return xp.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=-1)
 
 
-@_numpy_in_numpy_out
-def xywh_to_xyxy(boxes):
+@_array_namespace
+def xywh_to_xyxy(xp, boxes):
     """COCO's ``(x, y, width, height)`` to ``(x1, y1, x2, y2)``, ``[..., 4]``.
 
     Introduced in notebook 06.
     """
-    x, y, w, h = _corners(_boxes(boxes))
-    return ops.stack([x, y, x + w, y + h], axis=-1)
+    x, y, w, h = _corners(xp, _boxes(xp, boxes))
+    return xp.stack([x, y, x + w, y + h], axis=-1)
 
 
-@_numpy_in_numpy_out
-def xyxy_to_xywh(boxes):
+@_array_namespace
+def xyxy_to_xywh(xp, boxes):
     """``(x1, y1, x2, y2)`` to COCO's ``(x, y, width, height)``, ``[..., 4]``.
 
     Introduced in notebook 06.
     """
-    x1, y1, x2, y2 = _corners(_boxes(boxes))
-    return ops.stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    return xp.stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
 
 
-@_numpy_in_numpy_out
-def xyxy_to_yxyx(boxes, height, width):
+@_array_namespace
+def xyxy_to_yxyx(xp, boxes, height, width):
     """Pixel ``(x1, y1, x2, y2)`` to TF's normalized ``(y1, x1, y2, x2)``, ``[..., 4]``.
 
     The layout of ``tf.image.non_max_suppression`` and ``draw_bounding_boxes``:
@@ -239,19 +272,19 @@ def xyxy_to_yxyx(boxes, height, width):
 
     Introduced in notebook 06.
     """
-    x1, y1, x2, y2 = _corners(_boxes(boxes))
-    width = ops.cast(width, "float32")
-    height = ops.cast(height, "float32")
-    return ops.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1)
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    width = xp.cast(width, "float32")
+    height = xp.cast(height, "float32")
+    return xp.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1)
 
 
-@_numpy_in_numpy_out
-def yxyx_to_xyxy(boxes, height, width):
+@_array_namespace
+def yxyx_to_xyxy(xp, boxes, height, width):
     """TF's normalized ``(y1, x1, y2, x2)`` to pixel ``(x1, y1, x2, y2)``, ``[..., 4]``.
 
     Introduced in notebook 06.
     """
-    y1, x1, y2, x2 = _corners(_boxes(boxes))
-    width = ops.cast(width, "float32")
-    height = ops.cast(height, "float32")
-    return ops.stack([x1 * width, y1 * height, x2 * width, y2 * height], axis=-1)
+    y1, x1, y2, x2 = _corners(xp, _boxes(xp, boxes))
+    width = xp.cast(width, "float32")
+    height = xp.cast(height, "float32")
+    return xp.stack([x1 * width, y1 * height, x2 * width, y2 * height], axis=-1)

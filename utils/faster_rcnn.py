@@ -46,6 +46,7 @@ from utils.fast_rcnn import (
     FOREGROUND_FRACTION,
     HIDDEN_UNITS,
     POOL_SIZE,
+    CompiledHead,
     FastRCNNHead,
     batched_rois,
     fast_rcnn_loss,
@@ -310,24 +311,33 @@ class FasterRCNN(keras.Model):
     # -- inference --------------------------------------------------------------------
 
     def compiled_parts(self):
-        """``tf.function``s for the three stages, each traced once per input shape:
-        ``backbone(images) -> features``, ``rpn(features) -> (boxes, scores, valid)`` and
-        ``head(features, rois) -> (probabilities, deltas)``."""
+        """The three inference stages: ``backbone(images) -> features`` (a ``tf.function``,
+        XLA-compiled for one image of ``image_size``, as Fast R-CNN's), ``rpn(features) ->
+        (boxes, scores, valid)`` (a ``tf.function`` on TensorFlow's kernels: XLA has no
+        dynamic-size NMS) and ``head(features, rois) -> (probabilities, deltas)``
+        (``utils.fast_rcnn.CompiledHead``, NumPy out). ``warm_up`` compiles them."""
         if self._parts is None:
 
             def rpn_stage(features):
                 return self.propose(features)[2]
 
-            def head_stage(features, rois):
-                class_logits, box_deltas = self.head(features, rois, training=False)
-                return ops.softmax(class_logits, axis=-1), box_deltas
-
             self._parts = (
-                tf.function(self.features, reduce_retracing=True),
+                tf.function(
+                    self.features,
+                    input_signature=[tf.TensorSpec((1, *self.image_size, 3), "uint8")],
+                    jit_compile=True,
+                ),
                 tf.function(rpn_stage, reduce_retracing=True),
-                tf.function(head_stage, reduce_retracing=True),
+                CompiledHead(self.head),
             )
         return self._parts
+
+    def warm_up(self) -> None:
+        """Compile the inference stages for every proposal count the RPN can give."""
+        backbone, rpn_stage, head = self.compiled_parts()
+        features = backbone(np.zeros((1, *self.image_size, 3), np.uint8))
+        rpn_stage(features)
+        head.warm_up(features, self.post_nms_top_n["inference"])
 
     def rpn_proposals(self, images, *, top_n: int | None = None) -> list[np.ndarray]:
         """The RPN's proposals for ``images [N, H, W, 3]``: one float32 ``[P_i, 4]`` per image,
@@ -391,15 +401,16 @@ def detect_images(
     features), ``"head"`` (RoI pooling and the fully connected head), ``"postprocess"``
     (decode, clip, NMS), their sum ``"total"``, ``"detection"`` (everything but the
     RPN, comparable with ``utils.fast_rcnn.detect_images``' detection time), and
-    ``"proposals_per_image"``. The first image runs once untimed so graph tracing is not
-    counted. Introduced in notebook 09.
+    ``"proposals_per_image"``. ``FasterRCNN.warm_up`` and one untimed image come first, so
+    compiling is not counted. Introduced in notebook 09.
     """
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images has shape {images.shape}: expected [N, H, W, 3]")
     totals = dict.fromkeys(("backbone", "rpn", "head", "postprocess"), 0.0)
     if len(images):
-        _detect_timed(model, images[0], options)  # warm-up: trace the graphs
+        model.warm_up()  # compile, so no timed call compiles
+        _detect_timed(model, images[0], options)
     results = []
     seen = 0
     indices = range(len(images))
@@ -431,7 +442,7 @@ def _detect_timed(model: FasterRCNN, image: np.ndarray, options: dict):
     boxes = boxes[valid]
     proposed = time.perf_counter()
     rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], axis=1)
-    probabilities, deltas = (np.asarray(t) for t in head(features, rois))
+    probabilities, deltas = head(features, rois)
     scored = time.perf_counter()
     detections = postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
     done = time.perf_counter()

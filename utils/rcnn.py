@@ -379,38 +379,34 @@ def postprocess(
     ``probabilities`` ``[P, K + 1]``, ``deltas`` ``[P, 4K]``, ``proposals`` ``[P, 4]``,
     ``image_size`` ``(height, width)``. For each class ``c`` every proposal becomes the box
     ``decode(deltas_c, proposal)`` scored ``probabilities[:, c + 1]``; boxes scoring at most
-    ``score_threshold`` go; ``utils.boxes.nms`` runs per class; the best
-    ``max_detections`` over all classes are kept (torchvision's RoI-head inference).
+    ``score_threshold`` go; NMS runs per class; the best ``max_detections`` over all
+    classes are kept (torchvision's RoI-head inference).
+
+    All classes go through one ``utils.boxes.nms`` call, as in torchvision's
+    ``batched_nms``: each class's boxes are shifted by ``label * (largest coordinate + 1)``
+    so boxes of different classes never overlap, which is per-class NMS in one pass.
     """
     probabilities = np.asarray(probabilities, np.float32)
     proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
     num_classes = probabilities.shape[1] - 1
-    deltas = np.asarray(deltas, np.float32).reshape(len(proposals), num_classes, 4)
     if len(probabilities) != len(proposals):
         raise ValueError(
             f"probabilities has {len(probabilities)} rows and proposals {len(proposals)}: "
             "expected one row per proposal"
         )
-    height, width = image_size
-    kept_boxes, kept_labels, kept_scores = [], [], []
-    for label in range(num_classes):
-        scores = probabilities[:, label + 1]
-        keep = scores > score_threshold
-        if not keep.any():
-            continue
-        boxes = box_ops.decode(deltas[keep, label], proposals[keep], weights=BOX_WEIGHTS)
-        boxes = box_ops.clip(boxes, height, width)
-        chosen = box_ops.nms(boxes, scores[keep], nms_threshold)
-        kept_boxes.append(boxes[chosen])
-        kept_scores.append(scores[keep][chosen])
-        kept_labels.append(np.full(len(chosen), label, np.int64))
-    if not kept_scores:
-        return Detections(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        )
-    boxes, labels, scores = (np.concatenate(x) for x in (kept_boxes, kept_labels, kept_scores))
-    order = np.argsort(-scores, kind="stable")[:max_detections]
-    return Detections(boxes[order].astype(np.float32), labels[order], scores[order])
+    # Class-major order [K, P], so equal scores keep the lower class, then the earlier proposal.
+    deltas = np.asarray(deltas, np.float32).reshape(len(proposals), num_classes, 4)
+    deltas = deltas.transpose(1, 0, 2)
+    scores = probabilities[:, 1:].T
+    keep = scores > score_threshold
+    labels = np.broadcast_to(np.arange(num_classes, dtype=np.int64)[:, None], keep.shape)[keep]
+    anchors = np.broadcast_to(proposals, deltas.shape)[keep]
+    boxes = box_ops.decode(deltas[keep], anchors, weights=BOX_WEIGHTS)
+    boxes = box_ops.clip(boxes, *image_size)
+    scores = scores[keep]
+    offsets = labels[:, None].astype(np.float32) * (max(image_size) + 1.0)
+    chosen = box_ops.nms(boxes + offsets, scores, nms_threshold, max_detections)
+    return Detections(boxes[chosen], labels[chosen], scores[chosen])
 
 
 def classify_patches(model: keras.Model, patches: np.ndarray, batch_size: int = 256):
