@@ -63,3 +63,16 @@ def test_colab_packages_untouched_outside_colab(monkeypatch):
         subprocess, "run", lambda *a, **k: pytest.fail("pip must not run outside Colab")
     )
     course.ensure_colab_packages()
+
+
+def test_quiet_tensorflow_logs_silences_warnings_then_restores_the_level(caplog):
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    before = logger.level
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        with course.quiet_tensorflow_logs():
+            logger.warning("hidden")
+        logger.warning("shown")
+    assert [record.getMessage() for record in caplog.records] == ["shown"]
+    assert logger.level == before

@@ -317,6 +317,30 @@ def test_inference_output_format(one_image):
         model.score_proposals(data.images[0].astype(np.float32), proposals)
 
 
+def test_roi_buckets_waste_at_most_a_third():
+    assert [fast_rcnn.roi_bucket(n) for n in (0, 1, 32, 33, 48, 49, 65, 97, 129, 200)] == [
+        32, 32, 32, 48, 48, 64, 96, 128, 192, 256,
+    ]  # fmt: skip
+    for count in range(1, 3000, 7):
+        bucket = fast_rcnn.roi_bucket(count)
+        assert count <= bucket and (bucket <= 32 or (bucket - count) / bucket < 1 / 3)
+
+
+@pytest.mark.parametrize("count", [0, 1, 32, 33, 50])
+def test_compiled_head_equals_the_head(one_image, count):
+    """Padding to a bucket and XLA change nothing but speed: same rows, same numbers."""
+    data, proposals = one_image
+    model = tiny_model()
+    boxes = np.resize(proposals, (count, 4))
+    rois = np.concatenate([np.zeros((count, 1), np.float32), boxes], axis=1)
+    features = model.features(data.images[:1])
+    probabilities, deltas = fast_rcnn.CompiledHead(model.head)(features, rois)
+    logits, expected_deltas = model.head(features, rois, training=False)
+    assert isinstance(probabilities, np.ndarray) and probabilities.shape == (count, 4)
+    np.testing.assert_allclose(probabilities, keras.ops.softmax(logits), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(deltas, expected_deltas, rtol=1e-4, atol=1e-6)
+
+
 def test_saved_model_round_trip(tmp_path, one_image):
     data, proposals = one_image
     model = tiny_model(pooling="roi_align")

@@ -6,6 +6,8 @@ is read here and nowhere else (introduced in notebook 01).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -53,6 +55,22 @@ class CourseConfig:
     @property
     def mode(self) -> str:
         return "fast" if self.fast else "full"
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_logs():
+    """Silence TensorFlow's Python-side warnings inside the block (its logger set to ERROR).
+
+    For warnings about something done on purpose: compiling one XLA graph per RoI count
+    (the retracing warning) or calling the TF1 profiler (a deprecation warning).
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

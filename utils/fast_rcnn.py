@@ -46,7 +46,7 @@ from keras import ops
 from utils import rcnn
 from utils.backbone import backbone_identity, load_course_backbone
 from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
-from utils.course import DATA_DIR
+from utils.course import DATA_DIR, quiet_tensorflow_logs
 from utils.layers import RoIAlign, RoIPooling
 from utils.matching import label_proposals, sample_balanced
 from utils.rcnn import Detections
@@ -212,17 +212,27 @@ class CompiledHead:
 
     def __init__(self, head: FastRCNNHead):
         self.head = head
-        self._function = tf.function(self._probabilities_and_deltas, jit_compile=True)
+        self._functions = {}
 
-    def _probabilities_and_deltas(self, features, rois):
-        class_logits, box_deltas = self.head(features, rois, training=False)
-        return ops.softmax(class_logits, axis=-1), box_deltas
+    def _run(self, bucket: int, features, rois):
+        """The head on ``rois`` padded to ``bucket`` rows, through that bucket's compiled graph."""
+        if bucket in self._functions:
+            return self._functions[bucket](features, rois)
+
+        def probabilities_and_deltas(features, rois):
+            class_logits, box_deltas = self.head(features, rois, training=False)
+            return ops.softmax(class_logits, axis=-1), box_deltas
+
+        self._functions[bucket] = tf.function(probabilities_and_deltas, jit_compile=True)
+        with quiet_tensorflow_logs():  # tracing one graph per bucket is the point
+            return self._functions[bucket](features, rois)
 
     def __call__(self, features, rois) -> tuple[np.ndarray, np.ndarray]:
         rois = np.asarray(rois, np.float32).reshape(-1, 5)
-        padded = np.zeros((roi_bucket(len(rois)), 5), np.float32)
+        bucket = roi_bucket(len(rois))
+        padded = np.zeros((bucket, 5), np.float32)
         padded[: len(rois)] = rois
-        probabilities, deltas = self._function(features, padded)
+        probabilities, deltas = self._run(bucket, features, padded)
         return np.asarray(probabilities)[: len(rois)], np.asarray(deltas)[: len(rois)]
 
     def warm_up(self, features, max_rois: int) -> None:
@@ -230,7 +240,7 @@ class CompiledHead:
         bucket = 0
         while bucket < roi_bucket(max_rois):
             bucket = roi_bucket(bucket + 1)
-            self._function(features, np.zeros((bucket, 5), np.float32))
+            self._run(bucket, features, np.zeros((bucket, 5), np.float32))
 
 
 def roi_pool_bins(
