@@ -127,6 +127,16 @@ def test_inference_format(images):
     np.testing.assert_allclose(single.scores, detections[1].scores, rtol=1e-5)
     proposals = model.rpn_proposals(images.images, top_n=5)
     assert [p.shape for p in proposals] == [(5, 4), (5, 4)]
+    wrong = [
+        images.images.astype(np.float32),  # float pixels
+        images.images[0],  # one image without its batch axis
+        images.images[:, :32],  # another size
+    ]
+    for bad in wrong:
+        with pytest.raises(ValueError, match=r"images has shape .* expected uint8 \[N, "):
+            faster_rcnn.detect_images(model, bad, progress=False)
+        with pytest.raises(ValueError, match="images has shape"):
+            model.rpn_proposals(bad)
 
 
 def test_saved_model_round_trip(tmp_path, images):

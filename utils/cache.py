@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from utils.course import ROOT, is_fast_mode
 
@@ -81,3 +83,83 @@ def load_cached_model(
     if verbose:
         print(f"{name} ({mode} mode): loaded from {relative_to_root(path)}")
     return model, record
+
+
+class Trained(NamedTuple):
+    """What a training function hands ``load_or_train``: the ``model``, its Keras
+    ``history`` (per-epoch logs), the ``size`` of its training set and the ``seconds``
+    the training itself took (data preparation left out)."""
+
+    model: object
+    history: dict
+    size: int
+    seconds: float
+
+
+def epoch_printer(terms: dict[str, str], accuracy: tuple[str, str] | None = None):
+    """A Keras callback printing one short line per epoch: the loss, then ``terms``.
+
+    ``terms`` maps a label to a log key (``{"class": "class_loss"}``), ``accuracy`` is an
+    optional ``(label, key)`` printed last; a key missing from the logs prints ``nan``.
+    Keras' own progress bar carries timings and ANSI codes, which would make stored
+    notebook outputs differ from run to run.
+    """
+    import keras
+
+    class EpochPrinter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = ", ".join(
+                f"{label} {logs.get(key, float('nan')):.3f}" for label, key in terms.items()
+            )
+            line = f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.3f} ({parts})"
+            if accuracy is not None:
+                line += f", {accuracy[0]} {logs.get(accuracy[1], float('nan')):.3f}"
+            print(line)
+
+    return EpochPrinter()
+
+
+def load_or_train(
+    name: str,
+    mode: str,
+    path: Path,
+    train: Callable[[], Trained],
+    *,
+    size_key: str,
+    training_data: str,
+    retrain: bool = False,
+    verbose: bool = True,
+) -> tuple[str, object, dict]:
+    """A detector's cached model, or a new one trained and cached: ``(source, model, record)``.
+
+    ``source`` is ``"cache"`` or ``"trained"``; ``record`` holds ``history``,
+    ``training_seconds`` and ``record[size_key]`` (the training set's size), as written to
+    the JSON file beside ``path``. On a miss, an unreadable cache or ``retrain``, one line
+    says it trains on ``training_data``, ``train()`` runs, and model and record are written
+    atomically (``save_model_and_record``); another line gives the time and the path.
+    """
+    record_path = path.with_suffix(".json")
+    required = ("history", "training_seconds", size_key)
+    cached = (
+        None
+        if retrain
+        else load_cached_model(name, mode, path, record_path, required, verbose=verbose)
+    )
+    if cached is not None:
+        return "cache", *cached
+    if verbose:
+        print(f"{name} ({mode} mode): no cached model, training on {training_data}")
+    trained = train()
+    record = {
+        "history": trained.history,
+        "training_seconds": trained.seconds,
+        size_key: trained.size,
+    }
+    save_model_and_record(trained.model, path, record, record_path)
+    if verbose:
+        print(
+            f"{name} ({mode} mode): trained in {trained.seconds:.0f} s, "
+            f"cached to {relative_to_root(path)}"
+        )
+    return "trained", trained.model, record

@@ -45,7 +45,7 @@ from keras import ops
 
 from utils import rcnn
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
+from utils.cache import Trained, epoch_printer, load_or_train, mode_name
 from utils.course import DATA_DIR, quiet_tensorflow_logs
 from utils.layers import RoIAlign, RoIPooling
 from utils.matching import label_proposals, sample_balanced
@@ -770,19 +770,6 @@ SETTINGS = MappingProxyType(
 )
 
 
-class _EpochPrinter(keras.callbacks.Callback):
-    """One short line per epoch (Keras' progress bar carries timings and ANSI codes)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        print(
-            f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.3f} "
-            f"(class {logs.get('class_loss', float('nan')):.3f}, "
-            f"box {logs.get('box_loss', float('nan')):.3f}), "
-            f"RoI accuracy {logs.get('accuracy', float('nan')):.3f}"
-        )
-
-
 def build_fast_rcnn(
     backbone: keras.Model,
     feature_stride: int,
@@ -833,7 +820,13 @@ def train_fast_rcnn(
         epochs=settings.epochs,
         shuffle=False,
         verbose=0,
-        callbacks=[_EpochPrinter()] if verbose else [],
+        callbacks=[
+            epoch_printer(
+                {"class": "class_loss", "box": "box_loss"}, accuracy=("RoI accuracy", "accuracy")
+            )
+        ]
+        if verbose
+        else [],
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -887,48 +880,36 @@ def load_fast_rcnn(
     mode = mode_name(fast)
     settings = SETTINGS[mode]
     path = fast_rcnn_cache_path(fast)
-    record_path = path.with_suffix(".json")
-    cached = (
-        None
-        if retrain
-        else load_cached_model(
-            "Fast R-CNN",
-            mode,
-            path,
-            record_path,
-            ("history", "training_seconds", "num_images"),
-            verbose=verbose,
-        )
+
+    def train() -> Trained:
+        data = rcnn.detection_training_set(settings.num_images)
+        proposals, _ = rcnn.detection_proposals(data, progress=verbose)
+        backbone, stride = fast_rcnn_backbone(fast, verbose)
+        keras.utils.set_random_seed(settings.seed)
+        model = build_fast_rcnn(backbone, stride, settings)
+        start = time.perf_counter()
+        history = train_fast_rcnn(model, data, proposals, settings, verbose=verbose)
+        return Trained(model, history, len(data), time.perf_counter() - start)
+
+    source, model, record = load_or_train(
+        "Fast R-CNN",
+        mode,
+        path,
+        train,
+        size_key="num_images",
+        training_data=f"{settings.num_images} images",
+        retrain=retrain,
+        verbose=verbose,
     )
-    if cached is not None:
-        model, record = cached
-        return model, FastRCNNInfo(
-            "cache",
-            path,
-            record["history"],
-            record["training_seconds"],
-            record["num_images"],
-            settings,
-        )
-    if verbose:
-        print(
-            f"Fast R-CNN ({mode} mode): no cached model, training on {settings.num_images} images"
-        )
-    data = rcnn.detection_training_set(settings.num_images)
-    proposals, _ = rcnn.detection_proposals(data, progress=verbose)
-    backbone, stride = fast_rcnn_backbone(fast, verbose)
-    keras.utils.set_random_seed(settings.seed)
-    model = build_fast_rcnn(backbone, stride, settings)
-    start = time.perf_counter()
-    history = train_fast_rcnn(model, data, proposals, settings, verbose=verbose)
-    seconds = time.perf_counter() - start
-    record = {"history": history, "training_seconds": seconds, "num_images": len(data)}
-    save_model_and_record(model, path, record, record_path)
-    if verbose:
-        print(
-            f"Fast R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
-        )
-    return model, FastRCNNInfo("trained", path, history, seconds, len(data), settings)
+    info = FastRCNNInfo(
+        source,
+        path,
+        record["history"],
+        record["training_seconds"],
+        record["num_images"],
+        settings,
+    )
+    return model, info
 
 
 def fast_rcnn_backbone(fast: bool | None = None, verbose: bool = True) -> tuple[keras.Model, int]:

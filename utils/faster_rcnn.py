@@ -40,7 +40,7 @@ from keras import ops
 from utils import rcnn, rpn
 from utils.anchors import generate_anchors
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
+from utils.cache import Trained, epoch_printer, load_or_train, mode_name
 from utils.course import DATA_DIR
 from utils.fast_rcnn import (
     FOREGROUND_FRACTION,
@@ -344,10 +344,21 @@ class FasterRCNN(keras.Model):
         best first (``top_n`` caps the count, default ``post_nms_top_n["inference"]``)."""
         backbone, rpn_stage, _ = self.compiled_parts()
         result = []
-        for image in np.asarray(images):
+        for image in self.checked_images(images):
             boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(backbone(image[None])))
             result.append(boxes[valid][:top_n])
         return result
+
+    def checked_images(self, images) -> np.ndarray:
+        """``images`` as a uint8 array ``[N, H, W, 3]`` of ``image_size``, or a clear error."""
+        images = np.asarray(images)
+        expected = (*self.image_size, 3)
+        if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
+            raise ValueError(
+                f"images has shape {images.shape} and dtype {images.dtype}: expected uint8 "
+                f"[N, {', '.join(map(str, expected))}] (the model's image_size, pixels 0..255)"
+            )
+        return images
 
     def get_config(self):
         config = super().get_config()
@@ -404,9 +415,7 @@ def detect_images(
     ``"proposals_per_image"``. ``FasterRCNN.warm_up`` and one untimed image come first, so
     compiling is not counted. Introduced in notebook 09.
     """
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images has shape {images.shape}: expected [N, H, W, 3]")
+    images = model.checked_images(images)
     totals = dict.fromkeys(("backbone", "rpn", "head", "postprocess"), 0.0)
     if len(images):
         model.warm_up()  # compile, so no timed call compiles
@@ -522,17 +531,6 @@ def build_faster_rcnn(
     )
 
 
-class _EpochPrinter(keras.callbacks.Callback):
-    """One short line per epoch (Keras' progress bar carries timings and ANSI codes)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        terms = ", ".join(
-            f"{name.replace('_loss', '')} {logs.get(name, float('nan')):.3f}" for name in LOSS_NAMES
-        )
-        print(f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.3f} ({terms})")
-
-
 def training_dataset(data: ShapesData, settings: FasterRCNNSettings):
     """The training batches: ``utils.shapes.to_tf_dataset``, shuffled (seeded), whole batches.
 
@@ -590,7 +588,9 @@ def train_faster_rcnn(
         epochs=settings.epochs,
         shuffle=False,
         verbose=0,
-        callbacks=[_EpochPrinter()] if verbose else [],
+        callbacks=[epoch_printer({name.replace("_loss", ""): name for name in LOSS_NAMES})]
+        if verbose
+        else [],
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -669,44 +669,32 @@ def load_faster_rcnn(
     mode = mode_name(fast)
     settings = SETTINGS[mode]
     path = faster_rcnn_cache_path(fast)
-    record_path = path.with_suffix(".json")
-    cached = (
-        None
-        if retrain
-        else load_cached_model(
-            "Faster R-CNN",
-            mode,
-            path,
-            record_path,
-            ("history", "training_seconds", "num_images"),
-            verbose=verbose,
-        )
+
+    def train() -> Trained:
+        data = rcnn.detection_training_set(settings.num_images)
+        backbone, stride = faster_rcnn_backbone(fast, verbose=verbose)
+        keras.utils.set_random_seed(settings.seed)
+        model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
+        start = time.perf_counter()
+        history = train_faster_rcnn(model, data, settings, verbose=verbose)
+        return Trained(model, history, len(data), time.perf_counter() - start)
+
+    source, model, record = load_or_train(
+        "Faster R-CNN",
+        mode,
+        path,
+        train,
+        size_key="num_images",
+        training_data=f"{settings.num_images} images",
+        retrain=retrain,
+        verbose=verbose,
     )
-    if cached is not None:
-        model, record = cached
-        return model, FasterRCNNInfo(
-            "cache",
-            path,
-            record["history"],
-            record["training_seconds"],
-            record["num_images"],
-            settings,
-        )
-    if verbose:
-        print(
-            f"Faster R-CNN ({mode} mode): no cached model, training on {settings.num_images} images"
-        )
-    data = rcnn.detection_training_set(settings.num_images)
-    backbone, stride = faster_rcnn_backbone(fast, verbose=verbose)
-    keras.utils.set_random_seed(settings.seed)
-    model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
-    start = time.perf_counter()
-    history = train_faster_rcnn(model, data, settings, verbose=verbose)
-    seconds = time.perf_counter() - start
-    record = {"history": history, "training_seconds": seconds, "num_images": len(data)}
-    save_model_and_record(model, path, record, record_path)
-    if verbose:
-        print(
-            f"Faster R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
-        )
-    return model, FasterRCNNInfo("trained", path, history, seconds, len(data), settings)
+    info = FasterRCNNInfo(
+        source,
+        path,
+        record["history"],
+        record["training_seconds"],
+        record["num_images"],
+        settings,
+    )
+    return model, info

@@ -40,7 +40,7 @@ from keras import ops
 
 from utils import boxes as box_ops
 from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import load_cached_model, mode_name, relative_to_root, save_model_and_record
+from utils.cache import Trained, epoch_printer, load_or_train, mode_name
 from utils.course import DATA_DIR
 from utils.matching import label_proposals, sample_balanced
 from utils.proposals import proposals_for_images
@@ -313,19 +313,6 @@ def make_patch_training_set(
     return PatchSet(**{key: np.concatenate(value) for key, value in parts.items()})
 
 
-class _EpochPrinter(keras.callbacks.Callback):
-    """One short line per epoch (Keras' progress bar carries timings and ANSI codes)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        print(
-            f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.3f} "
-            f"(class {logs.get('class_loss', float('nan')):.3f}, "
-            f"box {logs.get('box_loss', float('nan')):.3f}), "
-            f"patch accuracy {logs.get('class_accuracy', float('nan')):.3f}"
-        )
-
-
 def train_patch_classifier(
     model: keras.Model,
     patch_set: PatchSet,
@@ -342,7 +329,14 @@ def train_patch_classifier(
         batch_size=settings.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=[_EpochPrinter()] if verbose else [],
+        callbacks=[
+            epoch_printer(
+                {"class": "class_loss", "box": "box_loss"},
+                accuracy=("patch accuracy", "class_accuracy"),
+            )
+        ]
+        if verbose
+        else [],
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -555,49 +549,39 @@ def load_rcnn(
     mode = mode_name(fast)
     settings = TRAINING_SETTINGS[mode]
     path = rcnn_cache_path(fast)
-    record_path = path.with_suffix(".json")
-    cached = (
-        None
-        if retrain
-        else load_cached_model(
-            "R-CNN",
-            mode,
-            path,
-            record_path,
-            ("history", "training_seconds", "num_patches"),
-            verbose=verbose,
+
+    def train() -> Trained:
+        data = detection_training_set(settings.num_images)
+        proposals, _ = detection_proposals(data, progress=verbose)
+        keras.utils.set_random_seed(settings.seed)
+        patch_set = make_patch_training_set(
+            data,
+            proposals,
+            samples_per_image=settings.samples_per_image,
+            foreground_fraction=settings.foreground_fraction,
+            seed=settings.seed,
         )
+        model = build_patch_classifier(rcnn_backbone(fast, verbose=verbose))
+        start = time.perf_counter()
+        history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
+        return Trained(model, history, len(patch_set), time.perf_counter() - start)
+
+    source, model, record = load_or_train(
+        "R-CNN",
+        mode,
+        path,
+        train,
+        size_key="num_patches",
+        training_data=f"{settings.num_images} images",
+        retrain=retrain,
+        verbose=verbose,
     )
-    if cached is not None:
-        model, record = cached
-        return model, RCNNInfo(
-            "cache",
-            path,
-            record["history"],
-            record["training_seconds"],
-            record["num_patches"],
-            settings,
-        )
-    if verbose:
-        print(f"R-CNN ({mode} mode): no cached model, training on {settings.num_images} images")
-    data = detection_training_set(settings.num_images)
-    proposals, _ = detection_proposals(data, progress=verbose)
-    keras.utils.set_random_seed(settings.seed)
-    patch_set = make_patch_training_set(
-        data,
-        proposals,
-        samples_per_image=settings.samples_per_image,
-        foreground_fraction=settings.foreground_fraction,
-        seed=settings.seed,
+    info = RCNNInfo(
+        source,
+        path,
+        record["history"],
+        record["training_seconds"],
+        record["num_patches"],
+        settings,
     )
-    model = build_patch_classifier(rcnn_backbone(fast, verbose=verbose))
-    start = time.perf_counter()
-    history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
-    seconds = time.perf_counter() - start
-    record = {"history": history, "training_seconds": seconds, "num_patches": len(patch_set)}
-    save_model_and_record(model, path, record, record_path)
-    if verbose:
-        print(
-            f"R-CNN ({mode} mode): trained in {seconds:.0f} s, cached to {relative_to_root(path)}"
-        )
-    return model, RCNNInfo("trained", path, history, seconds, len(patch_set), settings)
+    return model, info
