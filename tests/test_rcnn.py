@@ -254,3 +254,19 @@ def test_load_rcnn_caches_modes_apart_and_retrains_a_corrupt_file(tiny_training,
     assert again.source == "trained" and "unreadable" in capsys.readouterr().out
     _, cached = rcnn.load_rcnn(fast=True, verbose=False)
     assert cached.source == "cache"
+
+
+def test_time_per_image_averages_each_stage_and_counts_proposals():
+    def detect_one(index):
+        seconds = {"first": 1.0 + index, "second": 0.5}
+        return f"detections {index}", seconds, 10 * (index + 1)
+
+    results, timing, proposals = rcnn.time_per_image(
+        3, detect_one, ("first", "second"), description="test", progress=False
+    )
+    assert results == ["detections 0", "detections 1", "detections 2"]
+    assert timing == {"first": 2.0, "second": 0.5} and proposals == 60
+    results, timing, proposals = rcnn.time_per_image(
+        0, detect_one, ("first", "second"), description="test", progress=False
+    )
+    assert results == [] and timing == {"first": 0.0, "second": 0.0} and proposals == 0

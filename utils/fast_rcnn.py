@@ -707,15 +707,8 @@ def detect_images(
     if len(images):
         model.warm_up(images[0], max(len(np.reshape(p, (-1, 4))) for p in proposals))
         detect(model, images[0], proposals[0], **options)
-    totals = {"backbone": 0.0, "head": 0.0, "postprocess": 0.0}
-    seen = 0
-    results = []
-    indices = range(len(images))
-    if progress:
-        from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc="Fast R-CNN detection", unit="image")
-    for index in indices:
+    def detect_one(index):
         image = _checked_image(images[index])
         boxes = np.asarray(proposals[index], np.float32).reshape(-1, 4)
         backbone, head = model._compiled_parts(image.shape)
@@ -724,17 +717,25 @@ def detect_images(
         featured = time.perf_counter()
         probabilities, deltas = head(features, _image_rois(boxes))
         scored = time.perf_counter()
-        results.append(
-            postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
+        detections = postprocess_detections(
+            probabilities, deltas, boxes, image.shape[:2], **options
         )
-        totals["backbone"] += featured - start
-        totals["head"] += scored - featured
-        totals["postprocess"] += time.perf_counter() - scored
-        seen += len(boxes)
-    count = max(len(images), 1)
-    timing = {key: value / count for key, value in totals.items()}
+        seconds = {
+            "backbone": featured - start,
+            "head": scored - featured,
+            "postprocess": time.perf_counter() - scored,
+        }
+        return detections, seconds, len(boxes)
+
+    results, timing, seen = rcnn.time_per_image(
+        len(images),
+        detect_one,
+        ("backbone", "head", "postprocess"),
+        description="Fast R-CNN detection",
+        progress=progress,
+    )
     timing["detection"] = sum(timing.values())
-    timing["proposals_per_image"] = seen / count
+    timing["proposals_per_image"] = seen / max(len(images), 1)
     return results, timing
 
 

@@ -416,28 +416,19 @@ def detect_images(
     compiling is not counted. Introduced in notebook 09.
     """
     images = model.checked_images(images)
-    totals = dict.fromkeys(("backbone", "rpn", "head", "postprocess"), 0.0)
     if len(images):
         model.warm_up()  # compile, so no timed call compiles
         _detect_timed(model, images[0], options)
-    results = []
-    seen = 0
-    indices = range(len(images))
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="Faster R-CNN detection", unit="image")
-    for index in indices:
-        detections, seconds, proposals = _detect_timed(model, images[index], options)
-        results.append(detections)
-        seen += proposals
-        for key in totals:
-            totals[key] += seconds[key]
-    count = max(len(images), 1)
-    timing = {key: value / count for key, value in totals.items()}
+    results, timing, seen = rcnn.time_per_image(
+        len(images),
+        lambda index: _detect_timed(model, images[index], options),
+        ("backbone", "rpn", "head", "postprocess"),
+        description="Faster R-CNN detection",
+        progress=progress,
+    )
     timing["total"] = sum(timing.values())
     timing["detection"] = timing["total"] - timing["rpn"]
-    timing["proposals_per_image"] = seen / count
+    timing["proposals_per_image"] = seen / max(len(images), 1)
     return results, timing
 
 

@@ -453,40 +453,73 @@ def detect_images(
         raise ValueError(
             f"images has {len(images)} entries and proposals {len(proposals)}: expected one per image"
         )
-    totals = {"warp": 0.0, "cnn": 0.0, "postprocess": 0.0}
-    patches_seen = 0
-    results = []
-    indices = range(len(images))
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="R-CNN detection", unit="image")
     size = model.input.shape[1]
     # Compile the prediction function first (two batch shapes, so it generalises to any),
     # so that one-time tracing is not billed to the first image.
     blank = np.zeros((2, size, size, 3), np.uint8)
     classify_patches(model, blank[:1])
     classify_patches(model, blank)
-    for index in indices:
+
+    def detect_one(index):
         boxes = np.asarray(proposals[index], np.float32).reshape(-1, 4)
         start = time.perf_counter()
         patches = warp_proposals(images[index], boxes, size)
         warped = time.perf_counter()
         probabilities, deltas = classify_patches(model, patches)
         classified = time.perf_counter()
-        results.append(
-            postprocess(probabilities, deltas, boxes, images[index].shape[:2], **options)
-        )
-        totals["warp"] += warped - start
-        totals["cnn"] += classified - warped
-        totals["postprocess"] += time.perf_counter() - classified
-        patches_seen += len(boxes)
-    count = max(len(images), 1)
-    timing = {key: value / count for key, value in totals.items()}
+        detections = postprocess(probabilities, deltas, boxes, images[index].shape[:2], **options)
+        seconds = {
+            "warp": warped - start,
+            "cnn": classified - warped,
+            "postprocess": time.perf_counter() - classified,
+        }
+        return detections, seconds, len(boxes)
+
+    results, timing, patches_seen = time_per_image(
+        len(images),
+        detect_one,
+        ("warp", "cnn", "postprocess"),
+        description="R-CNN detection",
+        progress=progress,
+    )
     timing["detection"] = sum(timing.values())
-    timing["cnn_per_patch"] = totals["cnn"] / max(patches_seen, 1)
-    timing["patches_per_image"] = patches_seen / count
+    timing["cnn_per_patch"] = timing["cnn"] * max(len(images), 1) / max(patches_seen, 1)
+    timing["patches_per_image"] = patches_seen / max(len(images), 1)
     return results, timing
+
+
+def time_per_image(
+    count: int,
+    detect_one,
+    stages: Sequence[str],
+    *,
+    description: str,
+    progress: bool = True,
+) -> tuple[list[Detections], dict[str, float], int]:
+    """Run a detector image by image and average its stage times: ``(detections, timing, proposals)``.
+
+    ``detect_one(index)`` handles image ``index`` and returns ``(detections, seconds,
+    proposal_count)``, ``seconds`` mapping each of ``stages`` to the time it took on that
+    image. ``timing`` is the mean seconds per image of each stage (zeros for no images);
+    ``proposals`` the number of proposals over all images. A ``tqdm`` bar named
+    ``description`` shows the progress when ``progress``. The timing loop of
+    ``detect_images`` here, in ``utils.fast_rcnn`` and in ``utils.faster_rcnn``.
+    """
+    totals = dict.fromkeys(stages, 0.0)
+    results = []
+    seen = 0
+    indices = range(count)
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc=description, unit="image")
+    for index in indices:
+        detections, seconds, proposals = detect_one(index)
+        results.append(detections)
+        seen += proposals
+        for stage in stages:
+            totals[stage] += seconds[stage]
+    return results, {stage: total / max(count, 1) for stage, total in totals.items()}, seen
 
 
 def rcnn_backbone(fast: bool | None = None, *, verbose: bool = True) -> keras.Model:
