@@ -142,12 +142,3 @@ def test_evaluate_localizer_scores_a_perfect_box():
     perfect = localization.evaluate_localizer(model, images, result["labels"], result["boxes"])
     assert perfect["accuracy"] == 1.0
     assert perfect["mean_iou"] == pytest.approx(1.0, rel=1e-5)
-
-
-def test_draw_localizations_draws_both_boxes_and_checks_lengths():
-    images, _, boxes = tiny_batch(3)
-    figure = localization.draw_localizations(images, boxes, boxes + 1, ["a", "b", "c"], ncols=2)
-    first = figure.axes[0]
-    assert len(first.patches) == 2 and first.get_title() == "a"
-    with pytest.raises(ValueError, match="predicted"):
-        localization.draw_localizations(images, boxes, boxes[:2])

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from utils import plotting, shapes  # noqa: E402
 from utils.plotting import feature_map_grid, filter_grid, image_grid, save_figure  # noqa: E402
 
 
@@ -57,4 +58,34 @@ def test_save_figure(tmp_path):
     assert path == tmp_path / "grid.png" and path.stat().st_size > 0
     with pytest.raises(ValueError, match=r"name='a/b'"):
         save_figure(fig, "a/b", tmp_path)
+    plt.close("all")
+
+
+def test_draw_boxes_and_examples():
+    data = shapes.make_shapes("detection", 2, seed=0)
+    ax = plotting.draw_boxes(
+        data.images[0],
+        data.boxes[0],
+        data.labels[0],
+        class_names=data.class_names,
+        scores=[0.9] * len(data.boxes[0]),
+    )
+    assert isinstance(ax, matplotlib.axes.Axes)
+    assert len(ax.patches) == len(data.boxes[0])
+    assert ax.texts[0].get_text().startswith(data.class_names[data.labels[0][0]])
+    numbered = plotting.draw_boxes(data.images[0], data.boxes[0], data.labels[0])
+    assert numbered.texts[0].get_text() == str(data.labels[0][0])
+    figure = plotting.draw_examples(shapes.make_shapes("classification", 3), ncols=2)
+    assert isinstance(figure, matplotlib.figure.Figure) and len(figure.axes) == 4
+    plt.close("all")
+
+
+def test_draw_localizations_draws_both_boxes_and_checks_lengths():
+    images = np.zeros((3, 16, 16, 3), np.uint8)
+    boxes = np.tile(np.array([[2.0, 2.0, 10.0, 12.0]], np.float32), (3, 1))
+    figure = plotting.draw_localizations(images, boxes, boxes + 1, ["a", "b", "c"], ncols=2)
+    first = figure.axes[0]
+    assert len(first.patches) == 2 and first.get_title() == "a"
+    with pytest.raises(ValueError, match="predicted"):
+        plotting.draw_localizations(images, boxes, boxes[:2])
     plt.close("all")

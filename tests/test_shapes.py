@@ -277,21 +277,6 @@ def test_tf_datasets_have_the_documented_elements():
         shapes.to_tf_dataset(data, batch_size=0)
 
 
-def test_drawing_returns_axes_and_figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = shapes.make_shapes("detection", 2, seed=0)
-    ax = shapes.draw_boxes(data.images[0], data.boxes[0], data.labels[0], scores=[0.9] * 5)
-    assert isinstance(ax, matplotlib.axes.Axes)
-    assert len(ax.patches) == len(data.boxes[0])
-    figure = shapes.draw_examples(shapes.make_shapes("classification", 3), ncols=2)
-    assert isinstance(figure, matplotlib.figure.Figure) and len(figure.axes) == 4
-    plt.close("all")
-
-
 def test_generation_is_fast_enough():
     # A generous sanity bound, not the benchmark (10,000 images in ~4 s here).
     start = time.perf_counter()

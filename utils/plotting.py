@@ -1,6 +1,8 @@
-"""Figures the notebooks share: image grids, feature-map grids, filter grids, saving.
+"""Figures the notebooks share: image, feature-map and filter grids; boxes on images; saving.
 
-Each function returns the matplotlib Figure it drew (introduced in notebook 01).
+Each function returns the matplotlib Figure (or, for one image, the Axes) it drew
+(introduced in notebook 01). Boxes are ``utils.boxes``' xyxy pixels; the drawing
+functions take class names as an argument, so this module knows no dataset.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
 
+from utils.checks import check_count
 from utils.course import ROOT
 
 
@@ -138,3 +142,138 @@ def save_figure(fig, name: str, directory: Path | str | None = None) -> Path:
     path = folder / f"{name}.png"
     fig.savefig(path, bbox_inches="tight")
     return path
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: np.ndarray | None = None,
+    labels: np.ndarray | Sequence[int] | int | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    scores: np.ndarray | Sequence[float] | None = None,
+    ax=None,
+    title: str | None = None,
+    linestyle: str = "-",
+):
+    """Draw one image with its boxes ``[G, 4]`` (xyxy pixels) and labels; return the Axes.
+
+    The image is drawn on ``extent=(0, W, H, 0)`` so box coordinates land on pixel edges
+    (the ``utils.boxes`` convention). A label prints as ``class_names[label]`` (its number
+    when no names are given); with labels but no boxes, the names become the title.
+    Scores, when given, follow the names. Introduced in notebook 02.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    height, width = image.shape[:2]
+    ax.imshow(image, extent=(0, width, height, 0), interpolation="nearest")
+    labels = None if labels is None else np.atleast_1d(np.asarray(labels))
+
+    def name(label: int) -> str:
+        return str(label) if class_names is None else class_names[label]
+
+    colors = plt.get_cmap("tab10").colors
+    if boxes is None:
+        if labels is not None and title is None:
+            title = ", ".join(name(int(label)) for label in labels)
+    else:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        for index, (x1, y1, x2, y2) in enumerate(boxes):
+            label = None if labels is None else int(labels[index])
+            color = colors[0 if label is None else label % len(colors)]
+            ax.add_patch(
+                Rectangle(
+                    (x1, y1),
+                    x2 - x1,
+                    y2 - y1,
+                    fill=False,
+                    edgecolor=color,
+                    linewidth=1.5,
+                    linestyle=linestyle,
+                )
+            )
+            text = "" if label is None else name(label)
+            if scores is not None:
+                text = f"{text} {float(scores[index]):.2f}".strip()
+            if text:
+                ax.text(
+                    x1,
+                    y1,
+                    text,
+                    color="white",
+                    fontsize=7,
+                    verticalalignment="bottom",
+                    bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "edgecolor": "none"},
+                )
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def draw_examples(data, count: int = 16, *, ncols: int = 8, cell_size: float = 1.6):
+    """Draw the first ``count`` images of a ``utils.shapes.ShapesData`` with their boxes and
+    class names; return the Figure. Introduced in notebook 02."""
+    check_count("count", count)
+    count = min(count, len(data))
+    nrows, ncols = _grid_shape(count, check_count("ncols", ncols))
+    figure, axes = plt.subplots(
+        nrows, ncols, figsize=(cell_size * ncols, cell_size * nrows), squeeze=False
+    )
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index >= count:
+            continue
+        boxes = None if data.boxes is None else data.boxes[index]
+        draw_boxes(
+            data.images[index], boxes, data.labels[index], class_names=data.class_names, ax=ax
+        )
+    figure.tight_layout()
+    return figure
+
+
+def draw_localizations(
+    images,
+    true_boxes,
+    predicted_boxes,
+    titles=None,
+    *,
+    ncols: int = 6,
+    cell_size: float = 1.6,
+):
+    """Images with the ground-truth box (solid) and the predicted box (dashed red), one
+    box each; return the Figure. Introduced in notebook 06."""
+    count = len(images)
+    if not len(true_boxes) == len(predicted_boxes) == count or count == 0:
+        raise ValueError(
+            f"{count} images, {len(true_boxes)} true and {len(predicted_boxes)} predicted "
+            "boxes: expected one of each per image (and at least one image)"
+        )
+    if titles is not None and len(titles) != count:
+        raise ValueError(f"titles has {len(titles)} entries: expected one per image ({count})")
+    nrows, ncols = _grid_shape(count, ncols)
+    figure, axes = plt.subplots(
+        nrows, ncols, figsize=(cell_size * ncols, (cell_size + 0.3) * nrows), squeeze=False
+    )
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index >= count:
+            continue
+        draw_boxes(images[index], true_boxes[index], ax=ax)
+        x1, y1, x2, y2 = np.asarray(predicted_boxes[index], np.float32)
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor="red",
+                linestyle="--",
+                linewidth=1.5,
+            )
+        )
+        if titles is not None:
+            ax.set_title(titles[index], fontsize=7)
+    figure.tight_layout()
+    return figure
