@@ -15,6 +15,7 @@ from utils.roi_heads import (
     fast_rcnn_loss,
     postprocess_detections,
     roi_bucket,
+    select_detections,
     sample_rois,
 )
 
@@ -268,3 +269,20 @@ def test_postprocess_bad_shapes_say_what_was_expected():
         postprocess_detections(np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 4)), (8, 8))
     with pytest.raises(ValueError, match="probabilities has 2 rows and proposals 1"):
         postprocess_detections(np.ones((2, 3)), np.ones((2, 8)), np.ones((1, 4)), (8, 8))
+
+
+def test_select_detections_takes_class_agnostic_boxes_and_a_pre_nms_cap():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40]], np.float32)
+    scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]], np.float32)  # [K=2, P=3]
+    result = select_detections(boxes, scores, (64, 64), nms_threshold=0.5)
+    # class 0 keeps box 0 (box 1 overlaps it); class 1 keeps box 1, box 2 and not box 0.
+    assert [(int(label), round(float(score), 1)) for _, label, score in zip(*result)] == [
+        (0, 0.9),
+        (1, 0.7),
+        (1, 0.6),
+        (0, 0.1),
+    ]
+    capped = select_detections(boxes, scores, (64, 64), nms_threshold=0.5, pre_nms_top_n=2)
+    np.testing.assert_allclose(capped.scores, [0.9])  # the cap left 0.9 and 0.8, NMS 0.9
+    with pytest.raises(ValueError, match=r"boxes has shape \(3, 5\)"):
+        select_detections(np.zeros((3, 5)), scores, (64, 64))

@@ -367,7 +367,8 @@ def postprocess_detections(
     clipped to the image and scored ``probabilities[:, c + 1]``; boxes scoring at most
     ``score_threshold`` or smaller than ``MIN_BOX_SIZE`` after clipping go; NMS runs per
     class (``utils.boxes.batched_nms``); the best ``max_detections`` over all classes are
-    kept. Introduced in notebook 07 (R-CNN); Fast and Faster R-CNN use it too.
+    kept (``select_detections``). Introduced in notebook 07 (R-CNN); Fast and Faster
+    R-CNN use it too.
     """
     probabilities = np.asarray(probabilities, np.float32)
     proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
@@ -387,18 +388,62 @@ def postprocess_detections(
             f"deltas has shape {deltas.shape}: expected [{len(proposals)}, {4 * num_classes}] "
             "(4 per class per proposal)"
         )
+    # Class-major order [K, P], so equal scores keep the lower class, then the earlier proposal.
+    deltas = deltas.reshape(len(proposals), num_classes, 4).transpose(1, 0, 2)
+    boxes = box_ops.decode(deltas, np.broadcast_to(proposals, deltas.shape), weights=BOX_WEIGHTS)
+    return select_detections(
+        boxes,
+        probabilities[:, 1:].T,
+        image_size,
+        score_threshold=score_threshold,
+        nms_threshold=nms_threshold,
+        max_detections=max_detections,
+    )
+
+
+def select_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    score_threshold: float = SCORE_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    max_detections: int = MAX_DETECTIONS,
+    pre_nms_top_n: int | None = None,
+) -> Detections:
+    """Candidate boxes and scores per class to one image's ``Detections``.
+
+    ``boxes`` ``[K, P, 4]`` (class ``c``'s box for each of ``P`` candidates, decoded) or
+    ``[P, 4]`` (one box per candidate for every class: class-agnostic regression, as in
+    RetinaNet), ``scores`` ``[K, P]``. Boxes are clipped to ``image_size`` ``(height,
+    width)``; those scoring at most ``score_threshold`` or smaller than ``MIN_BOX_SIZE``
+    go; with ``pre_nms_top_n`` only that many best remain (RetinaNet's 1000); NMS runs per
+    class (``utils.boxes.batched_nms``); the best ``max_detections`` over all classes are
+    kept, highest score first (ties: the lower class, then the earlier candidate). The
+    selection step of every detector's post-processing. Introduced in notebook 07.
+    """
+    scores = np.asarray(scores, np.float32)
+    if scores.ndim != 2:
+        raise ValueError(f"scores has shape {scores.shape}: expected [K, P]")
+    num_classes, count = scores.shape
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.shape == (count, 4):
+        boxes = np.broadcast_to(boxes, (num_classes, count, 4))
+    if boxes.shape != (num_classes, count, 4):
+        raise ValueError(
+            f"boxes has shape {boxes.shape}: expected [{num_classes}, {count}, 4] or [{count}, 4]"
+        )
     check_number("score_threshold", score_threshold, 0.0, 1.0)
     check_fraction("nms_threshold", nms_threshold)
     check_count("max_detections", max_detections)
-    # Class-major order [K, P], so equal scores keep the lower class, then the earlier proposal.
-    deltas = deltas.reshape(len(proposals), num_classes, 4).transpose(1, 0, 2)
-    scores = probabilities[:, 1:].T
     labels = np.broadcast_to(np.arange(num_classes, dtype=np.int64)[:, None], scores.shape)
     keep = scores > score_threshold
-    anchors = np.broadcast_to(proposals, deltas.shape)[keep]
-    boxes = box_ops.clip(box_ops.decode(deltas[keep], anchors, weights=BOX_WEIGHTS), *image_size)
+    boxes = box_ops.clip(boxes[keep], *image_size)
     scores, labels = scores[keep], labels[keep]
     large = box_ops.remove_small_boxes(boxes, MIN_BOX_SIZE)
     boxes, scores, labels = boxes[large], scores[large], labels[large]
+    if pre_nms_top_n is not None and len(scores) > check_count("pre_nms_top_n", pre_nms_top_n):
+        best = np.sort(np.argsort(-scores, kind="stable")[:pre_nms_top_n])
+        boxes, scores, labels = boxes[best], scores[best], labels[best]
     chosen = box_ops.batched_nms(boxes, scores, labels, nms_threshold, max_detections)
     return Detections(boxes[chosen], labels[chosen], scores[chosen])
