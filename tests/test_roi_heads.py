@@ -15,8 +15,8 @@ from utils.roi_heads import (
     fast_rcnn_loss,
     postprocess_detections,
     roi_bucket,
-    select_detections,
     sample_rois,
+    select_detections,
 )
 
 SIZE = 64
@@ -276,7 +276,9 @@ def test_select_detections_takes_class_agnostic_boxes_and_a_pre_nms_cap():
     scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.7, 0.6]], np.float32)  # [K=2, P=3]
     result = select_detections(boxes, scores, (64, 64), nms_threshold=0.5)
     # class 0 keeps box 0 (box 1 overlaps it); class 1 keeps box 1, box 2 and not box 0.
-    assert [(int(label), round(float(score), 1)) for _, label, score in zip(*result)] == [
+    assert [
+        (int(label), round(float(score), 1)) for _, label, score in zip(*result, strict=True)
+    ] == [
         (0, 0.9),
         (1, 0.7),
         (1, 0.6),
