@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from utils import localization
+from utils.shapes import ShapesData
 
 matplotlib.use("Agg")
 
@@ -125,3 +126,84 @@ def test_evaluate_localizer_scores_a_perfect_box():
     perfect = localization.evaluate_localizer(model, images, result["labels"], result["boxes"])
     assert perfect["accuracy"] == 1.0
     assert perfect["mean_iou"] == pytest.approx(1.0, rel=1e-5)
+
+
+def tiny_localization_set(count=16, seed=0):
+    images, labels, boxes = tiny_batch(count, seed)
+    return ShapesData(images, labels, boxes, ("a", "b", "c"), "localization")
+
+
+def box_head_weights(model):
+    return [w.numpy().copy() for w in localization.weight_groups(model)["box head"]]
+
+
+def test_train_localizer_depends_on_its_seed_only():
+    data = tiny_localization_set()
+    backbone = tiny_backbone()
+    initial = backbone.get_weights()
+
+    def run(seed):
+        copy = keras.models.clone_model(backbone)
+        copy.set_weights(initial)
+        return localization.train_localizer(
+            copy, data, alpha=1.0, seed=seed, epochs=2, batch_size=8
+        )
+
+    first, again, other = run(3), run(3), run(4)
+    assert (first.alpha, first.seed) == (1.0, 3) and first.seconds > 0
+    assert set(first.history) >= {"loss", "label_loss", "box_loss", "label_accuracy"}
+    assert len(first.history["loss"]) == 2
+    assert first.history == again.history
+    for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first.history["loss"] != other.history["loss"]
+
+
+def test_train_localizer_alpha_zero_keeps_the_seeded_box_head_and_frozen_backbone():
+    data = tiny_localization_set()
+    frozen = tiny_backbone()
+    frozen.trainable = False
+    before = [w.copy() for w in frozen.get_weights()]
+    run = localization.train_localizer(frozen, data, alpha=0.0, seed=5, epochs=1, batch_size=8)
+    # The same seed builds the same untrained heads; alpha = 0 never moves the box head.
+    other = tiny_backbone()
+    keras.utils.set_random_seed(5)
+    fresh = localization.build_localizer(other, 3, input_shape=(16, 16, 3))
+    for trained, initial in zip(box_head_weights(run.model), box_head_weights(fresh), strict=True):
+        np.testing.assert_array_equal(trained, initial)
+    for weight, original in zip(frozen.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(weight, original)
+    assert len(run.model.trainable_weights) == 8  # the two heads only
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"seed": -1}, "seed"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+    ],
+)
+def test_train_localizer_rejects_bad_arguments(change, message):
+    arguments = {"alpha": 1.0, "seed": 0, "epochs": 1, **change}
+    with pytest.raises(ValueError, match=message):
+        localization.train_localizer(tiny_backbone(), tiny_localization_set(), **arguments)
+
+
+def test_train_localizer_needs_localization_data():
+    images, labels, _ = tiny_batch()
+    data = ShapesData(images, labels, None, ("a", "b", "c"), "classification")
+    with pytest.raises(ValueError, match="data.variant='classification'"):
+        localization.train_localizer(tiny_backbone(), data, alpha=1.0, seed=0, epochs=1)
+
+
+def test_prediction_titles_name_class_probability_and_iou():
+    result = {
+        "labels": np.array([2, 0]),
+        "scores": np.array([0.987, 0.5]),
+        "iou": np.array([0.834, 0.0]),
+    }
+    titles = localization.prediction_titles(result, ("a", "b", "c"))
+    assert titles == ["c 0.99 | IoU 0.83", "a 0.50 | IoU 0.00"]

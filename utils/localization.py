@@ -10,18 +10,25 @@ The model is a backbone (a feature extractor) with two heads on its feature map:
 
 Training minimises ``L = L_cls + alpha * L_box`` with ``L_cls`` the sparse categorical
 cross-entropy and ``L_box`` the mean absolute error (L1) on the normalised box:
-``compile_localizer`` passes ``alpha`` to Keras as the box output's loss weight.
+``compile_localizer`` passes ``alpha`` to Keras as the box output's loss weight;
+``train_localizer`` is one seeded, timed training run of the recipe notebook 06 sweeps.
 Boxes in and out are float32 pixel ``(x1, y1, x2, y2)`` (``utils.boxes``).
 Introduced in notebook 06.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 
 from utils import boxes as box_ops
-from utils.checks import check_count, check_number, check_pair
+from utils.checks import check_choice, check_count, check_number, check_pair, check_positive
+from utils.training import adam, history_floats
 
 OUTPUTS = ("label", "box")
 """The localizer's output names, the same keys as ``utils.shapes.to_tf_dataset`` targets."""
@@ -96,19 +103,79 @@ def build_localizer(
 def compile_localizer(model: keras.Model, alpha: float, *, learning_rate=1e-3) -> None:
     """Compile for ``L = L_cls + alpha * L_box`` (cross-entropy + alpha * L1), Adam.
 
-    ``learning_rate``: a number or a ``keras.optimizers.schedules`` schedule.
+    ``learning_rate``: a number, a ``keras.optimizers.schedules`` schedule or a ready
+    ``keras.optimizers.Optimizer``.
 
     Keras sums the outputs' losses times their ``loss_weights``: ``{"label": 1, "box":
     alpha}``. Logged as ``label_loss`` and ``box_loss`` (unweighted) plus ``loss`` (the
     weighted sum) and ``label_accuracy``. Introduced in notebook 06.
     """
     check_number("alpha", alpha, 0.0)
+    optimizer = (
+        learning_rate
+        if isinstance(learning_rate, keras.optimizers.Optimizer)
+        else keras.optimizers.Adam(learning_rate)
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss={"label": "sparse_categorical_crossentropy", "box": "mean_absolute_error"},
         loss_weights={"label": 1.0, "box": float(alpha)},
         metrics={"label": ["accuracy"]},
     )
+
+
+@dataclass(frozen=True, eq=False)
+class LocalizerRun:
+    """One training run of ``train_localizer``: the trained ``model``, its ``history``
+    (per-epoch floats: ``loss``, ``label_loss``, ``box_loss``, ``label_accuracy``), the
+    training ``seconds`` (``fit`` alone) and the ``alpha`` and ``seed`` it ran with."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    seconds: float
+    alpha: float
+    seed: int
+
+
+def train_localizer(
+    backbone: keras.Model,
+    data,
+    *,
+    alpha: float,
+    seed: int,
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+) -> LocalizerRun:
+    """Train one localizer on ``backbone``: seeded, timed, quiet; a ``LocalizerRun``.
+
+    ``data`` is a "localization" ``utils.shapes.ShapesData``. ``keras.utils.set_random_seed
+    (seed)`` first, so the heads' initial weights and the batch order depend on ``seed``
+    only (the backbone's weights are whatever it holds: pass a fresh copy, e.g.
+    ``CourseBackbone.clone_features()``, and set ``trainable = False`` on it to freeze it).
+    Then ``build_localizer``, ``compile_localizer(alpha)`` with Adam whose learning rate
+    falls from ``learning_rate`` to 0 along a cosine over all ``epochs`` (``utils.training.
+    adam``), and ``fit`` on the normalised box targets (``encode_boxes``), shuffled.
+    Introduced in notebook 06.
+    """
+    check_choice("data.variant", data.variant, ("localization",))
+    check_number("alpha", alpha, 0.0)
+    check_count("seed", seed, minimum=0)
+    check_count("epochs", epochs)
+    check_count("batch_size", batch_size)
+    check_positive("learning_rate", learning_rate)
+    image_size = data.images.shape[1:3]
+    keras.utils.set_random_seed(seed)
+    model = build_localizer(backbone, len(data.class_names), input_shape=(*image_size, 3))
+    steps = epochs * math.ceil(len(data) / batch_size)
+    compile_localizer(model, alpha, learning_rate=adam(learning_rate, steps))
+    targets = {"label": data.labels, "box": encode_boxes(data.boxes, image_size)}
+    start = time.perf_counter()
+    history = model.fit(
+        data.images, targets, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0
+    )
+    seconds = time.perf_counter() - start
+    return LocalizerRun(model, history_floats(history), seconds, float(alpha), int(seed))
 
 
 def evaluate_localizer(model: keras.Model, images, labels, boxes, *, batch_size: int = 128):
@@ -137,6 +204,18 @@ def evaluate_localizer(model: keras.Model, images, labels, boxes, *, batch_size:
         "boxes": predicted_boxes,
         "iou": overlaps,
     }
+
+
+def prediction_titles(result: dict, class_names: Sequence[str]) -> list[str]:
+    """One title per image of an ``evaluate_localizer`` result: the predicted class, its
+    probability and the box's IoU, e.g. ``"star 0.98 | IoU 0.83"``. Introduced in
+    notebook 06."""
+    return [
+        f"{class_names[int(label)]} {score:.2f} | IoU {overlap:.2f}"
+        for label, score, overlap in zip(
+            result["labels"], result["scores"], result["iou"], strict=True
+        )
+    ]
 
 
 def weight_groups(model: keras.Model) -> dict[str, list]:
