@@ -9,7 +9,7 @@ from utils import fast_rcnn
 from utils.boxes import iou
 from utils.detection_data import detection_validation_set
 from utils.layers import boxes_to_rois
-from utils.roi_heads import Detections, sample_rois
+from utils.roi_heads import Detections, TrainingRecipe, sample_rois
 from utils.shapes import make_shapes
 
 STRIDE = 4
@@ -133,10 +133,8 @@ def test_one_image_overfit_lowers_the_loss(one_image):
 def test_train_fast_rcnn_resamples_and_logs(one_image):
     data, proposals = one_image
     model = tiny_model()
-    settings = fast_rcnn.FastRCNNSettings(
-        num_images=1, images_per_batch=1, samples_per_image=8, epochs=3, pool_size=2
-    )
-    history = fast_rcnn.train_fast_rcnn(model, data, [proposals], settings, verbose=False)
+    recipe = TrainingRecipe(images_per_batch=1, rois_per_image=8, epochs=3, pool_size=2)
+    history = fast_rcnn.train_fast_rcnn(model, data, [proposals], recipe, verbose=False)
     assert {key: len(values) for key, values in history.items()} == {
         "loss": 3,
         "class_loss": 3,
@@ -196,9 +194,8 @@ def test_saved_model_round_trip(tmp_path, one_image):
 
 
 def test_load_fast_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
-    settings = fast_rcnn.FastRCNNSettings(
-        num_images=2, samples_per_image=8, epochs=1, pool_size=2, hidden_units=(8,)
-    )
+    recipe = TrainingRecipe("roi_pool", pool_size=2, hidden_units=(8,), rois_per_image=8, epochs=1)
+    settings = fast_rcnn.FastRCNNSettings(2, recipe)
     folder = tiny_detector_cache(fast_rcnn, "FAST_RCNN_CACHE_DIR", settings, STRIDE)
     image = detection_validation_set(1).images[0]
     boxes = np.array([[0, 0, 40, 40], [30, 20, 90, 100]], np.float32)
@@ -212,3 +209,21 @@ def test_load_fast_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys)
         "accuracy",
     }
     assert fast_rcnn.fast_rcnn_cache_path("fast") != fast_rcnn.fast_rcnn_cache_path("full")
+
+
+def test_training_batches_flip_both_ways_when_asked():
+    data = make_shapes("detection", 8, image_size=SIZE, difficulty="easy", seed=6, classes=CLASSES)
+    proposals = [np.concatenate([boxes, boxes + 1]) for boxes in data.boxes]
+    batches = fast_rcnn.RoITrainingBatches(
+        data, proposals, images_per_batch=8, samples_per_image=8, vertical_flip=True
+    )
+    x, _ = batches[0]
+    kinds = set()
+    for row, image in enumerate(batches._order()):
+        original = data.images[image]
+        if np.array_equal(x["images"][row], original):
+            kinds.add("none")
+        else:
+            np.testing.assert_array_equal(x["images"][row], original[::-1])
+            kinds.add("vertical")
+    assert kinds == {"none", "vertical"}

@@ -7,7 +7,7 @@ from detection_helpers import check_cached_loader, make_tiny_backbone
 
 from utils import faster_rcnn
 from utils.detection_data import detection_validation_set
-from utils.roi_heads import Detections
+from utils.roi_heads import Detections, TrainingRecipe
 from utils.shapes import make_shapes, to_tf_dataset
 
 STRIDE = 4
@@ -148,11 +148,9 @@ def test_saved_model_round_trip(tmp_path, images):
 
 
 def test_training_dataset_flips_images_and_boxes_together(images):
-    settings = faster_rcnn.FasterRCNNSettings(
-        num_images=2, images_per_batch=1, horizontal_flip=True, vertical_flip=True
-    )
+    recipe = TrainingRecipe(images_per_batch=1, horizontal_flip=True, vertical_flip=True)
     seen = set()
-    dataset = faster_rcnn.training_dataset(images, settings)
+    dataset = faster_rcnn.training_dataset(images, recipe)
     for _ in range(4):  # four epochs: new flips each time
         for image, targets in dataset:
             image, boxes = image.numpy()[0], targets["boxes"].numpy()[0]
@@ -244,14 +242,8 @@ def test_training_runs_unchanged_under_mirrored_strategy():
 
 
 def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
-    settings = faster_rcnn.FasterRCNNSettings(
-        num_images=2,
-        epochs=1,
-        rpn_samples_per_image=32,
-        roi_samples_per_image=8,
-        pool_size=2,
-        hidden_units=(8,),
-    )
+    recipe = TrainingRecipe(pool_size=2, hidden_units=(8,), rois_per_image=8, epochs=1)
+    settings = faster_rcnn.FasterRCNNSettings(2, recipe, rpn_samples_per_image=32)
     folder = tiny_detector_cache(faster_rcnn, "FASTER_RCNN_CACHE_DIR", settings, STRIDE)
     image = detection_validation_set(1).images
 

@@ -4,7 +4,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from utils.profiling import StageTimer, float_operations, time_per_image
+from utils.profiling import StageTimer, best_time, float_operations, time_per_image
 
 
 def test_dense_layer_is_two_m_n_k():
@@ -77,3 +77,13 @@ def test_time_per_image_averages_each_stage_and_counts_proposals(monkeypatch):
     assert results == [] and timing["total"] == 0.0 and timing["proposals_per_image"] == 0.0
     with pytest.raises(ValueError, match="proposal_stages has 'third'"):
         time_per_image(1, detect_one, ("first",), description="test", proposal_stages=("third",))
+
+
+def test_best_time_is_the_shortest_run(monkeypatch):
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    monkeypatch.setattr("utils.profiling.time.perf_counter", lambda: next(clock))
+    calls = []
+    assert best_time(lambda x: calls.append(x) or [x], 7, repeats=3) == 1.0
+    assert calls == [7, 7, 7]
+    with pytest.raises(ValueError, match="repeats=0"):
+        best_time(lambda: None, repeats=0)

@@ -9,9 +9,10 @@ backbone once over the whole image and cuts every proposal out of the *feature m
    grid, whatever its size;
 3. the RoI head (``utils.roi_heads.FastRCNNHead``): fully connected layers, then a
    ``K + 1``-way classifier (index 0 is background) and a class-specific box regressor;
-4. training: per image (mirrored left-right at random), the ground-truth boxes are added
-   to the proposals and RoIs are sampled, 25 % foreground (``utils.roi_heads.sample_rois``,
-   ``RoITrainingBatches``); the multi-task loss is ``utils.roi_heads.fast_rcnn_loss``;
+4. training: per image (mirrored at random), the ground-truth boxes are added to the
+   proposals and RoIs are sampled, 25 % foreground (``utils.roi_heads.sample_rois``,
+   ``RoITrainingBatches``); the multi-task loss is ``utils.roi_heads.fast_rcnn_loss``; the
+   recipe (``utils.roi_heads.TrainingRecipe``) is the one Faster R-CNN trains with;
 5. inference: softmax, then ``utils.roi_heads.postprocess_detections`` (per-class decode,
    clip, score > 0.05, per-class NMS, top 100), the same post-processing R-CNN uses.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -57,9 +58,11 @@ from utils.roi_heads import (
     HIDDEN_UNITS,
     NUM_CLASSES,
     POOL_SIZE,
+    RECIPES,
     CompiledHead,
     Detections,
     FastRCNNHead,
+    TrainingRecipe,
     fast_rcnn_loss,
     postprocess_detections,
     sample_rois,
@@ -67,8 +70,6 @@ from utils.roi_heads import (
 from utils.shapes import ShapesData
 from utils.training import EpochPrinter, fit_with_adam
 
-SAMPLES_PER_IMAGE = 64
-"""RoIs sampled per training image (the paper: 64 of a 128-RoI minibatch of 2 images)."""
 FAST_RCNN_CACHE_DIR = DATA_DIR / "fast_rcnn"
 
 
@@ -82,10 +83,10 @@ class RoITrainingBatches(keras.utils.PyDataset):
     float32 [B, S, 4]}`` and ``y = {"labels": int32 [B, S], "regression_targets": float32
     [B, S, 4]}`` (``sample_rois`` per image, ``S = samples_per_image``): Fast R-CNN's
     hierarchical sampling, N images then R / N RoIs from each, so the RoIs of a batch
-    share their images' feature maps. With ``horizontal_flip`` each image is mirrored,
-    with its proposals and ground truth, half of the time (the paper's only
-    augmentation). The image order, the flips and the samples depend only on ``seed``,
-    the epoch and the image, so runs repeat exactly.
+    share their images' feature maps. With ``horizontal_flip`` (``vertical_flip``) each
+    image is mirrored left-right (top-bottom), with its proposals and ground truth, half of
+    the time (the paper mirrors left-right only). The image order, the flips and the
+    samples depend only on ``seed``, the epoch and the image, so runs repeat exactly.
     """
 
     def __init__(
@@ -94,9 +95,10 @@ class RoITrainingBatches(keras.utils.PyDataset):
         proposals: Sequence[np.ndarray],
         *,
         images_per_batch: int = 2,
-        samples_per_image: int = SAMPLES_PER_IMAGE,
+        samples_per_image: int = 64,
         foreground_fraction: float = FOREGROUND_FRACTION,
         horizontal_flip: bool = False,
+        vertical_flip: bool = False,
         seed: int = 0,
     ):
         super().__init__()
@@ -106,7 +108,11 @@ class RoITrainingBatches(keras.utils.PyDataset):
         self.images_per_batch = check_count("images_per_batch", images_per_batch)
         self.samples_per_image = check_count("samples_per_image", samples_per_image)
         self.foreground_fraction = check_fraction("foreground_fraction", foreground_fraction)
-        self.horizontal_flip = bool(horizontal_flip)
+        self.flips = tuple(
+            horizontal
+            for horizontal, wanted in ((True, horizontal_flip), (False, vertical_flip))
+            if wanted
+        )
         self.seed = seed
         self.epoch = 0
 
@@ -122,10 +128,14 @@ class RoITrainingBatches(keras.utils.PyDataset):
         pixels = self.data.images[image]
         proposals = check_boxes(self.proposals[image])
         truth = check_boxes(self.data.boxes[image])
-        if self.horizontal_flip and rng.random() < 0.5:
-            pixels = pixels[:, ::-1]
-            width = pixels.shape[1]
-            proposals, truth = (box_ops.flip_boxes(b, width) for b in (proposals, truth))
+        for horizontal in self.flips:
+            if rng.random() < 0.5:
+                axis = 1 if horizontal else 0
+                pixels = np.flip(pixels, axis=axis)
+                size = pixels.shape[axis]
+                proposals, truth = (
+                    box_ops.flip_boxes(b, size, horizontal=horizontal) for b in (proposals, truth)
+                )
         sample = sample_rois(
             proposals,
             truth,
@@ -361,28 +371,18 @@ def detect_images(
 class FastRCNNSettings:
     """How ``load_fast_rcnn`` builds and trains; every field is part of the cache key.
 
-    Adam, its learning rate decaying from ``learning_rate`` to 0 along a cosine over all
-    the steps; ``images_per_batch`` images with ``samples_per_image`` RoIs each per step.
+    ``recipe``: the head and its training, shared with Faster R-CNN
+    (``utils.roi_heads.TrainingRecipe``), with Fast R-CNN's RoI max pooling.
     """
 
     num_images: int
-    images_per_batch: int = 2
-    samples_per_image: int = SAMPLES_PER_IMAGE
-    foreground_fraction: float = FOREGROUND_FRACTION
-    horizontal_flip: bool = True
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    pool_size: int = POOL_SIZE
-    hidden_units: tuple[int, ...] = HIDDEN_UNITS
-    dropout: float = 0.0
-    pooling: str = "roi_pool"
-    seed: int = 0
+    recipe: TrainingRecipe
 
 
 SETTINGS = MappingProxyType(
     {
-        "full": FastRCNNSettings(num_images=TRAINING_IMAGES["full"]),
-        "fast": FastRCNNSettings(num_images=TRAINING_IMAGES["fast"], epochs=2),
+        mode: FastRCNNSettings(TRAINING_IMAGES[mode], replace(RECIPES[mode], pooling="roi_pool"))
+        for mode in ("full", "fast")
     }
 )
 
@@ -390,20 +390,17 @@ SETTINGS = MappingProxyType(
 def build_fast_rcnn(
     backbone: keras.Model,
     feature_stride: int,
-    settings: FastRCNNSettings | None = None,
+    recipe: TrainingRecipe | None = None,
     num_classes: int = NUM_CLASSES,
 ) -> FastRCNN:
-    """A ``FastRCNN`` with the head of ``settings`` (the full-mode defaults when None)."""
-    settings = settings or SETTINGS["full"]
+    """A ``FastRCNN`` with the head of ``recipe`` (full mode's when None)."""
+    recipe = recipe or SETTINGS["full"].recipe
     return FastRCNN(
         backbone,
         num_classes,
         feature_stride=feature_stride,
-        pool_size=settings.pool_size,
-        hidden_units=settings.hidden_units,
-        dropout=settings.dropout,
-        pooling=settings.pooling,
         name="fast_rcnn",
+        **recipe.head_options(),
     )
 
 
@@ -411,11 +408,11 @@ def train_fast_rcnn(
     model: FastRCNN,
     data: ShapesData,
     proposals: Sequence[np.ndarray],
-    settings: FastRCNNSettings,
+    recipe: TrainingRecipe,
     *,
     verbose: bool = True,
 ) -> dict[str, list[float]]:
-    """Train as ``settings`` say on ``RoITrainingBatches``; return the Keras history (per-epoch logs).
+    """Train as ``recipe`` says on ``RoITrainingBatches``; return the Keras history (per-epoch logs).
 
     Adam with a cosine-decaying learning rate (``utils.training.fit_with_adam``); the RoIs
     are resampled (and the images flipped) afresh every epoch.
@@ -423,18 +420,19 @@ def train_fast_rcnn(
     batches = RoITrainingBatches(
         data,
         proposals,
-        images_per_batch=settings.images_per_batch,
-        samples_per_image=settings.samples_per_image,
-        foreground_fraction=settings.foreground_fraction,
-        horizontal_flip=settings.horizontal_flip,
-        seed=settings.seed,
+        images_per_batch=recipe.images_per_batch,
+        samples_per_image=recipe.rois_per_image,
+        foreground_fraction=recipe.foreground_fraction,
+        horizontal_flip=recipe.horizontal_flip,
+        vertical_flip=recipe.vertical_flip,
+        seed=recipe.seed,
     )
     return fit_with_adam(
         model,
         batches,
-        epochs=settings.epochs,
+        epochs=recipe.epochs,
         steps_per_epoch=len(batches),
-        learning_rate=settings.learning_rate,
+        learning_rate=recipe.learning_rate,
         printer=EpochPrinter(
             {"class": "class_loss", "box": "box_loss"}, accuracy=("RoI accuracy", "accuracy")
         ),
@@ -444,7 +442,7 @@ def train_fast_rcnn(
     )
 
 
-def fast_rcnn_cache_path(mode: str | None = None) -> Path:
+def fast_rcnn_cache_path(mode: str | None = None, settings: FastRCNNSettings | None = None) -> Path:
     """Where ``load_fast_rcnn`` keeps a mode's model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``.
 
     The key hashes the training settings, the proposal settings, the data and the
@@ -452,7 +450,7 @@ def fast_rcnn_cache_path(mode: str | None = None) -> Path:
     """
     mode = resolve_mode(mode)
     parts = {
-        "training": SETTINGS[mode],
+        "training": SETTINGS[mode] if settings is None else settings,
         **detection_cache_parts(proposals=True),
         "boxes": BOX_WEIGHTS,
         "backbone": backbone_identity(mode),
@@ -461,7 +459,11 @@ def fast_rcnn_cache_path(mode: str | None = None) -> Path:
 
 
 def load_fast_rcnn(
-    *, mode: str | None = None, retrain: bool = False, verbose: bool = True
+    *,
+    mode: str | None = None,
+    settings: FastRCNNSettings | None = None,
+    retrain: bool = False,
+    verbose: bool = True,
 ) -> tuple[FastRCNN, TrainingInfo]:
     """The trained Fast R-CNN of a mode: from ``data/fast_rcnn/`` or trained now.
 
@@ -469,26 +471,28 @@ def load_fast_rcnn(
     detection training images and their cached selective search proposals
     (``utils.detection_data``), starting from a copy of the course backbone;
     ``utils.cache.load_or_train`` does the caching and prints what it did. ``mode``
-    defaults to the current one. Returns ``(model, utils.cache.TrainingInfo)``.
+    defaults to the current one; ``settings`` (default ``SETTINGS[mode]``) trains a variant,
+    cached under its own key. Returns ``(model, utils.cache.TrainingInfo)``.
     Introduced in notebook 08; notebook 10 reuses it.
     """
     mode = resolve_mode(mode)
-    settings = SETTINGS[mode]
+    settings = SETTINGS[mode] if settings is None else settings
+    recipe = settings.recipe
 
     def train() -> Trained:
         data = detection_training_set(settings.num_images)
         proposals, _ = detection_proposals(data, progress=verbose)
         backbone, stride = trainable_features(mode, verbose=verbose)
-        keras.utils.set_random_seed(settings.seed)
-        model = build_fast_rcnn(backbone, stride, settings)
+        keras.utils.set_random_seed(recipe.seed)
+        model = build_fast_rcnn(backbone, stride, recipe)
         start = time.perf_counter()
-        history = train_fast_rcnn(model, data, proposals, settings, verbose=verbose)
+        history = train_fast_rcnn(model, data, proposals, recipe, verbose=verbose)
         return Trained(model, history, len(data), time.perf_counter() - start)
 
     return load_or_train(
         "Fast R-CNN",
         mode,
-        fast_rcnn_cache_path(mode),
+        fast_rcnn_cache_path(mode, settings),
         train,
         settings=settings,
         training_data=f"{settings.num_images} images",

@@ -56,9 +56,11 @@ from utils.roi_heads import (
     HIDDEN_UNITS,
     NUM_CLASSES,
     POOL_SIZE,
+    RECIPES,
     CompiledHead,
     Detections,
     FastRCNNHead,
+    TrainingRecipe,
     fast_rcnn_loss,
     postprocess_detections,
     sample_rois,
@@ -66,8 +68,6 @@ from utils.roi_heads import (
 from utils.shapes import ShapesData, to_tf_dataset
 from utils.training import EpochPrinter, fit_with_adam
 
-ROI_SAMPLES_PER_IMAGE = 128
-"""RoIs sampled per training image for the head, 25 % foreground (py-faster-rcnn's 128)."""
 FASTER_RCNN_CACHE_DIR = DATA_DIR / "faster_rcnn"
 LOSS_NAMES = ("rpn_objectness_loss", "rpn_box_loss", "class_loss", "box_loss")
 """The four terms of the joint loss, as ``fit`` logs them (their sum is ``loss``)."""
@@ -124,7 +124,7 @@ class FasterRCNN(keras.Model):
         pre_nms_top_n: dict | None = None,
         post_nms_top_n: dict | None = None,
         rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE,
-        roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE,
+        roi_samples_per_image: int = 64,
         foreground_fraction: float = FOREGROUND_FRACTION,
         pool_size: int | Sequence[int] = POOL_SIZE,
         hidden_units: Sequence[int] = HIDDEN_UNITS,
@@ -452,34 +452,22 @@ def detect_images(
 class FasterRCNNSettings:
     """How ``load_faster_rcnn`` builds and trains; every field is part of the cache key.
 
-    ``pooling`` is the head's RoI layer (``"roi_align"``: Mask R-CNN's RoIAlign with
-    Detectron2's half-pixel correction, kinder to a coarse 16x16 feature map); ``horizontal_flip`` and
-    ``vertical_flip`` mirror training images at random, boxes with them (a mirrored shape
-    keeps its class). Adam with a cosine-decaying ``learning_rate``.
+    ``recipe``: the RoI head and its training, shared with Fast R-CNN
+    (``utils.roi_heads.TrainingRecipe``; here with ``pooling="roi_align"``: Mask R-CNN's
+    RoIAlign with Detectron2's half-pixel correction, measured against RoI pooling in
+    notebook 09); the RPN's anchors (``anchor_sizes`` x ``anchor_ratios`` at every
+    feature-map cell) and the anchors it samples per image for its loss.
     """
 
     num_images: int
-    images_per_batch: int = 8
-    epochs: int = 16
-    learning_rate: float = 1e-3
+    recipe: TrainingRecipe
     anchor_sizes: tuple[float, ...] = rpn.ANCHOR_SIZES
     anchor_ratios: tuple[float, ...] = rpn.ANCHOR_RATIOS
     rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE
-    roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE
-    pool_size: int = POOL_SIZE
-    hidden_units: tuple[int, ...] = HIDDEN_UNITS
-    dropout: float = 0.0
-    pooling: str = "roi_align"
-    horizontal_flip: bool = True
-    vertical_flip: bool = True
-    seed: int = 0
 
 
 SETTINGS = MappingProxyType(
-    {
-        "full": FasterRCNNSettings(num_images=TRAINING_IMAGES["full"]),
-        "fast": FasterRCNNSettings(num_images=TRAINING_IMAGES["fast"], epochs=2),
-    }
+    {mode: FasterRCNNSettings(TRAINING_IMAGES[mode], RECIPES[mode]) for mode in ("full", "fast")}
 )
 
 
@@ -490,7 +478,7 @@ def build_faster_rcnn(
     num_classes: int = NUM_CLASSES,
     image_size: Sequence[int] = (128, 128),
 ) -> FasterRCNN:
-    """A ``FasterRCNN`` with the sizes of ``settings`` (the full-mode defaults when None).
+    """A ``FasterRCNN`` with the anchors and head of ``settings`` (full mode's when None).
 
     Introduced in notebook 09.
     """
@@ -503,28 +491,26 @@ def build_faster_rcnn(
         anchor_sizes=settings.anchor_sizes,
         anchor_ratios=settings.anchor_ratios,
         rpn_samples_per_image=settings.rpn_samples_per_image,
-        roi_samples_per_image=settings.roi_samples_per_image,
-        pool_size=settings.pool_size,
-        hidden_units=settings.hidden_units,
-        dropout=settings.dropout,
-        pooling=settings.pooling,
+        roi_samples_per_image=settings.recipe.rois_per_image,
+        foreground_fraction=settings.recipe.foreground_fraction,
         name="faster_rcnn",
+        **settings.recipe.head_options(),
     )
 
 
-def training_dataset(data: ShapesData, settings: FasterRCNNSettings):
+def training_dataset(data: ShapesData, recipe: TrainingRecipe):
     """The training batches: ``utils.shapes.to_tf_dataset``, shuffled (seeded), whole batches.
 
     Full batches only (``drop_remainder``), so every step sees ``images_per_batch`` images,
     also when a distribution strategy splits them. Introduced in notebook 09.
     """
     max_objects = max(1, max(len(labels) for labels in data.labels))
-    dataset = to_tf_dataset(data, shuffle=True, seed=settings.seed, max_objects=max_objects)
+    dataset = to_tf_dataset(data, shuffle=True, seed=recipe.seed, max_objects=max_objects)
     flips = [
         (horizontal, float(data.images.shape[2 if horizontal else 1]))
         for horizontal, wanted in (
-            (True, settings.horizontal_flip),
-            (False, settings.vertical_flip),
+            (True, recipe.horizontal_flip),
+            (False, recipe.vertical_flip),
         )
         if wanted
     ]
@@ -542,19 +528,19 @@ def training_dataset(data: ShapesData, settings: FasterRCNNSettings):
             return image, {**targets, "boxes": boxes}
 
         # One uniform coin per flip and image: new ones every epoch, the same ones every run.
-        coins = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True).map(
+        coins = tf.data.Dataset.random(seed=recipe.seed, rerandomize_each_iteration=True).map(
             lambda number: tf.random.stateless_uniform(
                 (len(flips),), seed=tf.stack([number, number // 2])
             )
         )
         dataset = tf.data.Dataset.zip(dataset, coins).map(random_flips)
-    return dataset.batch(min(settings.images_per_batch, len(data)), drop_remainder=True)
+    return dataset.batch(min(recipe.images_per_batch, len(data)), drop_remainder=True)
 
 
 def train_faster_rcnn(
     model: FasterRCNN,
     data: ShapesData,
-    settings: FasterRCNNSettings,
+    recipe: TrainingRecipe,
     *,
     verbose: bool = True,
 ) -> dict[str, list[float]]:
@@ -564,13 +550,13 @@ def train_faster_rcnn(
     step samples RoIs in NumPy (``tf.numpy_function``), which XLA cannot compile, so it is
     compiled with ``jit_compile=False`` on every device. Introduced in notebook 09.
     """
-    dataset = training_dataset(data, settings)
+    dataset = training_dataset(data, recipe)
     return fit_with_adam(
         model,
         dataset,
-        epochs=settings.epochs,
+        epochs=recipe.epochs,
         steps_per_epoch=max(int(dataset.cardinality()), 1),
-        learning_rate=settings.learning_rate,
+        learning_rate=recipe.learning_rate,
         printer=EpochPrinter({name.replace("_loss", ""): name for name in LOSS_NAMES}),
         verbose=verbose,
         shuffle=False,
@@ -578,7 +564,9 @@ def train_faster_rcnn(
     )
 
 
-def faster_rcnn_cache_path(mode: str | None = None) -> Path:
+def faster_rcnn_cache_path(
+    mode: str | None = None, settings: FasterRCNNSettings | None = None
+) -> Path:
     """Where ``load_faster_rcnn`` keeps a mode's model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``.
 
     The key hashes the training settings, the RPN settings, the data and the backbone's
@@ -587,7 +575,7 @@ def faster_rcnn_cache_path(mode: str | None = None) -> Path:
     """
     mode = resolve_mode(mode)
     parts = {
-        "training": SETTINGS[mode],
+        "training": SETTINGS[mode] if settings is None else settings,
         "rpn": [
             rpn.POSITIVE_IOU,
             rpn.NEGATIVE_IOU,
@@ -604,32 +592,37 @@ def faster_rcnn_cache_path(mode: str | None = None) -> Path:
 
 
 def load_faster_rcnn(
-    *, mode: str | None = None, retrain: bool = False, verbose: bool = True
+    *,
+    mode: str | None = None,
+    settings: FasterRCNNSettings | None = None,
+    retrain: bool = False,
+    verbose: bool = True,
 ) -> tuple[FasterRCNN, TrainingInfo]:
     """The trained Faster R-CNN of a mode: from ``data/faster_rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically on the shared
     detection training images (``utils.detection_data``), starting from a copy of the
     course backbone; ``utils.cache.load_or_train`` does the caching and prints what it did.
-    ``mode`` defaults to the current one. Returns ``(model, utils.cache.TrainingInfo)``.
-    Introduced in notebook 09; notebook 10 reuses it.
+    ``mode`` defaults to the current one; ``settings`` (default ``SETTINGS[mode]``) trains a
+    variant (another RoI op, other anchors), cached under its own key. Returns ``(model,
+    utils.cache.TrainingInfo)``. Introduced in notebook 09; notebook 10 reuses it.
     """
     mode = resolve_mode(mode)
-    settings = SETTINGS[mode]
+    settings = SETTINGS[mode] if settings is None else settings
 
     def train() -> Trained:
         data = detection_training_set(settings.num_images)
         backbone, stride = trainable_features(mode, verbose=verbose)
-        keras.utils.set_random_seed(settings.seed)
+        keras.utils.set_random_seed(settings.recipe.seed)
         model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
         start = time.perf_counter()
-        history = train_faster_rcnn(model, data, settings, verbose=verbose)
+        history = train_faster_rcnn(model, data, settings.recipe, verbose=verbose)
         return Trained(model, history, len(data), time.perf_counter() - start)
 
     return load_or_train(
         "Faster R-CNN",
         mode,
-        faster_rcnn_cache_path(mode),
+        faster_rcnn_cache_path(mode, settings),
         train,
         settings=settings,
         training_data=f"{settings.num_images} images",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import keras
 import numpy as np
@@ -59,6 +60,65 @@ MIN_BOX_SIZE = 1e-2
 (torchvision's ``remove_small_boxes(boxes, 1e-2)``: a box decoded off the image)."""
 ROI_BUCKETS = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """The RoI counts ``CompiledHead`` pads to (at most a third of the rows are padding)."""
+
+
+# ---- the recipe Fast and Faster R-CNN share ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """The RoI head and how a two-stage detector trains it: one recipe for Fast and Faster
+    R-CNN, so that notebook 10's comparison changes only what the detectors are about.
+
+    Head: ``pooling`` (``"roi_pool"`` or ``"roi_align"``), ``pool_size``, ``hidden_units``,
+    ``dropout`` (``FastRCNNHead``). Training: ``images_per_batch`` images per step, each
+    with ``rois_per_image`` sampled RoIs of which at most ``foreground_fraction`` are
+    foreground (``sample_rois``); ``epochs`` over the training images, Adam with its
+    learning rate decaying from ``learning_rate`` to 0 along a cosine; images mirrored at
+    random left-right (``horizontal_flip``) and top-bottom (``vertical_flip``), boxes with
+    them (a mirrored shape keeps its class); ``seed`` for every random choice. The papers'
+    values differ (Fast R-CNN: 2 images x 64 RoIs, left-right flips only; Faster R-CNN: 1-2
+    images x 128-256 RoIs); these suit the course's small images and CPU. Introduced in
+    notebook 08.
+    """
+
+    pooling: str = "roi_align"
+    pool_size: int = POOL_SIZE
+    hidden_units: tuple[int, ...] = HIDDEN_UNITS
+    dropout: float = 0.0
+    images_per_batch: int = 4
+    rois_per_image: int = 64
+    foreground_fraction: float = FOREGROUND_FRACTION
+    epochs: int = 12
+    learning_rate: float = 1e-3
+    horizontal_flip: bool = True
+    vertical_flip: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choice("pooling", self.pooling, POOLING_METHODS)
+        for name in ("images_per_batch", "rois_per_image", "epochs"):
+            check_count(name, getattr(self, name))
+        check_fraction("foreground_fraction", self.foreground_fraction)
+
+    def head_options(self) -> dict:
+        """The ``FastRCNNHead`` arguments of this recipe."""
+        return {
+            "pooling": self.pooling,
+            "pool_size": self.pool_size,
+            "hidden_units": tuple(self.hidden_units),
+            "dropout": self.dropout,
+        }
+
+
+RECIPES = MappingProxyType(
+    {
+        "full": TrainingRecipe(),
+        # Fast mode (the tests): two epochs, a model good only for running the code.
+        "fast": TrainingRecipe(epochs=2),
+    }
+)
+"""The shared recipe of each mode; each detector picks its RoI op on top (``pooling``)."""
 
 
 # ---- the head ---------------------------------------------------------------------------
