@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import utils
+from utils.colab import ensure_colab_packages
 
 FAST_ENV = "COURSE_FAST"
 """Environment variable that switches fast mode on (``COURSE_FAST=1``); the tests set it."""
@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data"
 """Where notebooks write generated data and cached models (git-ignored)."""
 
-MINIMUM_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
+MINIMUM_VERSIONS = {"python": (3, 11), "tensorflow": (2, 20), "keras": (3, 13)}
+"""The oldest versions tested: Colab's TensorFlow and Keras (the Colab-like check), the
+suite's Python (requirements.txt's floors are the same)."""
 
 
 def is_fast_mode() -> bool:
@@ -103,38 +105,29 @@ def check_versions(versions: dict[str, str]) -> None:
         for name, minimum in MINIMUM_VERSIONS.items()
         if _version_tuple(versions[name]) < minimum
     ]
-    if problems:
-        raise RuntimeError(
-            "This course needs newer packages: "
-            + ", ".join(problems)
-            + ". Run `python3 course.py test` once to create .venv, or "
-            "`pip install -r requirements.txt`."
-        )
-
-
-def ensure_colab_packages() -> None:
-    """In Colab, install what it lacks (OpenCV contrib, pycocotools), never TensorFlow/Keras.
-
-    Colab ships TensorFlow, Keras 3, scikit-image and scikit-learn. OpenCV's contrib
-    modules (selective search) must replace, not sit beside, a plain ``opencv-python``.
-    """
-    if "google.colab" not in sys.modules:
+    if not problems:
         return
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
-    try:
-        import cv2
+    if "google.colab" in sys.modules:
+        advice = "choose Colab's latest runtime version (Runtime > Change runtime type)"
+    else:
+        advice = "run `python3 course.py test` once to create .venv, and use its Python"
+    raise RuntimeError(f"This course needs newer packages: {', '.join(problems)}: {advice}.")
 
-        has_contrib = hasattr(cv2, "ximgproc")
-    except ImportError:
-        has_contrib = False
-    if not has_contrib:
-        plain = ["opencv-python", "opencv-python-headless", "opencv-contrib-python"]
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", *plain], check=False)
-        subprocess.run([*pip, "opencv-contrib-python-headless>=4.8,<6"], check=True)
-    try:
-        import pycocotools  # noqa: F401
-    except ImportError:
-        subprocess.run([*pip, "pycocotools>=2.0.7"], check=True)
+
+def describe_device(gpu_names: list[str], *, deterministic: bool) -> str:
+    """The setup line's device part: ``CPU`` or ``GPU <name>`` and whether ops are deterministic."""
+    if not gpu_names:
+        return "CPU"
+    kernels = "deterministic ops, TF32 off" if deterministic else "non-deterministic ops"
+    return f"GPU {', '.join(gpu_names)} ({kernels})"
+
+
+def _gpu_names(tf) -> list[str]:
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    return names
 
 
 def set_plot_defaults() -> None:
@@ -158,17 +151,21 @@ def set_plot_defaults() -> None:
 
 
 def setup_notebook(seed: int = 42, *, deterministic: bool = True) -> CourseConfig:
-    """Prepare a notebook: Colab packages, versions, seeds, determinism, mode, plots.
+    """Prepare a notebook: Colab's OpenCV, versions, seeds, determinism, mode, plots.
 
-    Prints one line saying the versions, the mode and the seed. With
+    Prints one line saying the versions, the mode, the seed and the device. With
     ``deterministic=True`` TensorFlow uses deterministic kernels, so CPU runs with
-    the same thread count give bit-identical results.
+    the same thread count give bit-identical results; on a GPU the ops the course uses
+    have deterministic GPU kernels too, and TensorFloat-32 is switched off so matrix
+    products keep float32 precision (numbers still differ from the stored CPU outputs).
+    In Colab, :func:`utils.colab.ensure_colab_packages` runs first.
     """
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}: expected a non-negative integer")
     ensure_colab_packages()
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import cv2
     import keras
     import tensorflow as tf
 
@@ -179,14 +176,18 @@ def setup_notebook(seed: int = 42, *, deterministic: bool = True) -> CourseConfi
     }
     check_versions(versions)
     keras.utils.set_random_seed(seed)
+    gpus = _gpu_names(tf)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+        if gpus:
+            tf.config.experimental.enable_tensor_float_32_execution(False)
     set_plot_defaults()
     config = CourseConfig(fast=is_fast_mode(), seed=seed, root=ROOT, data_dir=DATA_DIR)
     config.data_dir.mkdir(exist_ok=True)
     switch = "unset COURSE_FAST for full" if config.fast else "set COURSE_FAST=1 for fast"
     print(
         f"course utils {utils.__version__} | TensorFlow {versions['tensorflow']} | "
-        f"Keras {versions['keras']} | {config.mode} mode ({switch}) | seed {seed}"
+        f"Keras {versions['keras']} | OpenCV {cv2.__version__} | {config.mode} mode ({switch}) | "
+        f"seed {seed} | {describe_device(gpus, deterministic=deterministic)}"
     )
     return config
