@@ -195,7 +195,9 @@ def make_patch_training_set(
     """R-CNN's fine-tuning set: per image, proposals plus the ground-truth boxes, labelled by IoU.
 
     ``utils.matching.label_proposals`` (foreground at IoU >= 0.5 with the class and its
-    regression target, background below), then ``sample_balanced``: up to
+    regression target, background below: every IoU in ``[0, 0.5)``, R-CNN's fine-tuning
+    rule and torchvision's; Fast R-CNN sampled background from ``[0.1, 0.5)`` only, and
+    R-CNN's SVMs took negatives under 0.3), then ``sample_balanced``: up to
     ``samples_per_image`` patches, at most ``foreground_fraction`` of them foreground
     (R-CNN: 32 of 128), each warped with ``warp_proposals``.
     """
