@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from detection_helpers import make_tiny_backbone
 
+from utils import detection_data
 from utils import proposals as proposals_module
 from utils.shapes import make_shapes
 
@@ -17,8 +18,9 @@ def tiny_detector_cache(tmp_path, monkeypatch):
     """Point a detector module's loader at a temporary cache, a tiny backbone and settings.
 
     ``tiny_detector_cache(module, cache_attribute, settings, stride=4)`` patches the
-    module's cache folder, ``trainable_features``, ``backbone_identity`` and ``SETTINGS``
-    (both modes), and the proposal cache; it returns the detector's cache folder.
+    module's cache folder and ``SETTINGS`` (both modes), the bench's backbone
+    (``utils.detection_data.trainable_features`` and ``backbone_identity``) and the proposal
+    cache; it returns the detector's cache folder.
     """
     monkeypatch.setattr(proposals_module, "PROPOSAL_CACHE_DIR", tmp_path / "proposals")
 
@@ -26,11 +28,11 @@ def tiny_detector_cache(tmp_path, monkeypatch):
         folder = tmp_path / cache_attribute.lower()
         monkeypatch.setattr(module, cache_attribute, folder)
         monkeypatch.setattr(
-            module,
+            detection_data,
             "trainable_features",
             lambda mode=None, verbose=True: (make_tiny_backbone(stride), stride),
         )
-        monkeypatch.setattr(module, "backbone_identity", lambda mode=None: "tiny")
+        monkeypatch.setattr(detection_data, "backbone_identity", lambda mode=None: "tiny")
         monkeypatch.setattr(module, "SETTINGS", {"fast": settings, "full": settings})
         return folder
 

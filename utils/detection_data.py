@@ -8,15 +8,22 @@ Every detector of the course trains on ``detection_training_set()`` and is measu
 smaller set is a prefix of a larger one and the two splits never share an image.
 ``detection_proposals`` gives the selective search boxes R-CNN and Fast R-CNN use, cached
 by image bytes under ``data/proposals/`` so every notebook asking for the same images gets
-the same boxes. Introduced in notebook 07.
+the same boxes. ``load_detector`` is how every detector of the course is trained on this
+bench and cached (``utils.cache``). Introduced in notebook 07.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 
+import keras
 import numpy as np
 
+from utils.backbone import backbone_identity, trainable_features
+from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
 from utils.checks import check_choice, check_count
 from utils.course import resolve_mode
 from utils.proposals import proposals_for_images
@@ -87,10 +94,65 @@ def detection_proposals(
     )
 
 
-def detection_cache_parts(*, proposals: bool) -> dict:
-    """What a detector trained on this bench depends on, for its cache key: the data (seed,
-    difficulty, sizes) and, when it trains on selective search boxes, the proposal settings."""
-    parts = {"data": [DETECTION_SEED, DETECTION_DIFFICULTY, dict(TRAINING_IMAGES)]}
+def detector_cache_path(
+    directory: Path, stem: str, mode: str, settings, extra: Mapping, *, proposals: bool
+) -> Path:
+    """Where a detector trained on this bench is cached: ``directory/<stem>-<mode>-<key>.keras``.
+
+    The key hashes the detector's ``settings``, its ``extra`` parts (e.g. the RPN's
+    constants), the data (seed, difficulty, sizes), the proposal settings when it trains on
+    selective search boxes (``proposals``) and the course backbone it starts from, so
+    changing any of them trains a new model instead of loading a stale one.
+    """
+    parts = {
+        "training": settings,
+        **extra,
+        "data": [DETECTION_SEED, DETECTION_DIFFICULTY, dict(TRAINING_IMAGES)],
+        "backbone": backbone_identity(mode),
+    }
     if proposals:
         parts["proposals"] = [PROPOSAL_MODE, MAX_PROPOSALS]
-    return parts
+    return cached_model_path(directory, stem, mode, parts)
+
+
+def load_detector(
+    name: str,
+    path: Path,
+    mode: str,
+    settings,
+    fit: Callable,
+    *,
+    proposals: bool,
+    retrain: bool = False,
+    verbose: bool = True,
+) -> tuple[keras.Model, TrainingInfo]:
+    """A detector trained on the shared training images, from its cache or trained now.
+
+    On a miss: the training set of ``settings.num_images`` images (and their selective
+    search ``proposals`` when asked), a trainable copy of the course backbone, the seed
+    ``settings.recipe.seed`` (or ``settings.seed``), then ``fit(backbone, stride, data,
+    proposals_or_None) -> (model, history, training_size)``, timed; ``utils.cache.
+    load_or_train`` writes and reads the cache at ``path`` and prints what it did.
+    Introduced in notebook 07.
+    """
+
+    def train() -> Trained:
+        data = detection_training_set(settings.num_images)
+        boxes = detection_proposals(data, progress=verbose)[0] if proposals else None
+        backbone, stride = trainable_features(mode, verbose=verbose)
+        recipe = getattr(settings, "recipe", settings)
+        keras.utils.set_random_seed(recipe.seed)
+        start = time.perf_counter()
+        model, history, size = fit(backbone, stride, data, boxes)
+        return Trained(model, history, size, time.perf_counter() - start)
+
+    return load_or_train(
+        name,
+        mode,
+        path,
+        train,
+        settings=settings,
+        training_data=f"{settings.num_images} images",
+        retrain=retrain,
+        verbose=verbose,
+    )

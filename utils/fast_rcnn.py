@@ -22,7 +22,6 @@ Introduced in notebook 08.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,8 +33,7 @@ import tensorflow as tf
 from keras import ops
 
 from utils import boxes as box_ops
-from utils.backbone import backbone_identity, trainable_features
-from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
+from utils.cache import TrainingInfo
 from utils.checks import (
     check_boxes,
     check_count,
@@ -44,12 +42,7 @@ from utils.checks import (
     check_same_length,
 )
 from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import (
-    TRAINING_IMAGES,
-    detection_cache_parts,
-    detection_proposals,
-    detection_training_set,
-)
+from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
 from utils.layers import boxes_to_rois, image_rois
 from utils.profiling import time_per_image
 from utils.roi_heads import (
@@ -443,19 +436,13 @@ def train_fast_rcnn(
 
 
 def fast_rcnn_cache_path(mode: str | None = None, settings: FastRCNNSettings | None = None) -> Path:
-    """Where ``load_fast_rcnn`` keeps a mode's model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``.
-
-    The key hashes the training settings, the proposal settings, the data and the
-    backbone's identity, so changing any of them retrains instead of loading a stale model.
-    """
+    """Where ``load_fast_rcnn`` keeps a model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``
+    (``utils.detection_data.detector_cache_path``)."""
     mode = resolve_mode(mode)
-    parts = {
-        "training": SETTINGS[mode] if settings is None else settings,
-        **detection_cache_parts(proposals=True),
-        "boxes": BOX_WEIGHTS,
-        "backbone": backbone_identity(mode),
-    }
-    return cached_model_path(FAST_RCNN_CACHE_DIR, "fast_rcnn", mode, parts)
+    settings = SETTINGS[mode] if settings is None else settings
+    return detector_cache_path(
+        FAST_RCNN_CACHE_DIR, "fast_rcnn", mode, settings, {"boxes": BOX_WEIGHTS}, proposals=True
+    )
 
 
 def load_fast_rcnn(
@@ -468,34 +455,21 @@ def load_fast_rcnn(
     """The trained Fast R-CNN of a mode: from ``data/fast_rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically on the shared
-    detection training images and their cached selective search proposals
-    (``utils.detection_data``), starting from a copy of the course backbone;
-    ``utils.cache.load_or_train`` does the caching and prints what it did. ``mode``
-    defaults to the current one; ``settings`` (default ``SETTINGS[mode]``) trains a variant,
-    cached under its own key. Returns ``(model, utils.cache.TrainingInfo)``.
-    Introduced in notebook 08; notebook 10 reuses it.
+    detection training images and their cached selective search proposals, starting from a
+    copy of the course backbone (``utils.detection_data.load_detector``, which prints what
+    it did). ``mode`` defaults to the current one; ``settings`` (default ``SETTINGS[mode]``)
+    trains a variant, cached under its own key. Returns ``(model,
+    utils.cache.TrainingInfo)``. Introduced in notebook 08; notebook 10 reuses it.
     """
     mode = resolve_mode(mode)
     settings = SETTINGS[mode] if settings is None else settings
-    recipe = settings.recipe
 
-    def train() -> Trained:
-        data = detection_training_set(settings.num_images)
-        proposals, _ = detection_proposals(data, progress=verbose)
-        backbone, stride = trainable_features(mode, verbose=verbose)
-        keras.utils.set_random_seed(recipe.seed)
-        model = build_fast_rcnn(backbone, stride, recipe)
-        start = time.perf_counter()
-        history = train_fast_rcnn(model, data, proposals, recipe, verbose=verbose)
-        return Trained(model, history, len(data), time.perf_counter() - start)
+    def fit(backbone, stride, data, proposals):
+        model = build_fast_rcnn(backbone, stride, settings.recipe)
+        history = train_fast_rcnn(model, data, proposals, settings.recipe, verbose=verbose)
+        return model, history, len(data)
 
-    return load_or_train(
-        "Fast R-CNN",
-        mode,
-        fast_rcnn_cache_path(mode, settings),
-        train,
-        settings=settings,
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
+    path = fast_rcnn_cache_path(mode, settings)
+    return load_detector(
+        "Fast R-CNN", path, mode, settings, fit, proposals=True, retrain=retrain, verbose=verbose
     )

@@ -25,7 +25,6 @@ Introduced in notebook 09; notebook 10 compares it with R-CNN and Fast R-CNN.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +38,10 @@ from keras import ops
 from utils import boxes as box_ops
 from utils import rpn
 from utils.anchors import generate_anchors
-from utils.backbone import backbone_identity, trainable_features
-from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
+from utils.cache import TrainingInfo
 from utils.checks import check_count, check_fraction, check_pair, check_rgb_images
 from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import (
-    TRAINING_IMAGES,
-    detection_cache_parts,
-    detection_training_set,
-)
+from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
 from utils.layers import boxes_to_rois, image_rois
 from utils.matching import IGNORED
 from utils.profiling import time_per_image
@@ -567,28 +561,24 @@ def train_faster_rcnn(
 def faster_rcnn_cache_path(
     mode: str | None = None, settings: FasterRCNNSettings | None = None
 ) -> Path:
-    """Where ``load_faster_rcnn`` keeps a mode's model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``.
-
-    The key hashes the training settings, the RPN settings, the data and the backbone's
-    identity, so changing any of them retrains instead of loading a stale model.
+    """Where ``load_faster_rcnn`` keeps a model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``
+    (``utils.detection_data.detector_cache_path``; the RPN's constants are in the key too).
     Introduced in notebook 09.
     """
     mode = resolve_mode(mode)
-    parts = {
-        "training": SETTINGS[mode] if settings is None else settings,
-        "rpn": [
-            rpn.POSITIVE_IOU,
-            rpn.NEGATIVE_IOU,
-            rpn.POSITIVE_FRACTION,
-            rpn.NMS_THRESHOLD,
-            rpn.PRE_NMS_TOP_N,
-            rpn.POST_NMS_TOP_N,
-            rpn.MIN_PROPOSAL_SIZE,
-        ],
-        **detection_cache_parts(proposals=False),
-        "backbone": backbone_identity(mode),
-    }
-    return cached_model_path(FASTER_RCNN_CACHE_DIR, "faster_rcnn", mode, parts)
+    settings = SETTINGS[mode] if settings is None else settings
+    constants = [
+        rpn.POSITIVE_IOU,
+        rpn.NEGATIVE_IOU,
+        rpn.POSITIVE_FRACTION,
+        rpn.NMS_THRESHOLD,
+        rpn.PRE_NMS_TOP_N,
+        rpn.POST_NMS_TOP_N,
+        rpn.MIN_PROPOSAL_SIZE,
+    ]
+    return detector_cache_path(
+        FASTER_RCNN_CACHE_DIR, "faster_rcnn", mode, settings, {"rpn": constants}, proposals=False
+    )
 
 
 def load_faster_rcnn(
@@ -601,31 +591,22 @@ def load_faster_rcnn(
     """The trained Faster R-CNN of a mode: from ``data/faster_rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically on the shared
-    detection training images (``utils.detection_data``), starting from a copy of the
-    course backbone; ``utils.cache.load_or_train`` does the caching and prints what it did.
-    ``mode`` defaults to the current one; ``settings`` (default ``SETTINGS[mode]``) trains a
-    variant (another RoI op, other anchors), cached under its own key. Returns ``(model,
+    detection training images, starting from a copy of the course backbone
+    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults to
+    the current one; ``settings`` (default ``SETTINGS[mode]``) trains a variant (another RoI
+    op, other anchors), cached under its own key. Returns ``(model,
     utils.cache.TrainingInfo)``. Introduced in notebook 09; notebook 10 reuses it.
     """
     mode = resolve_mode(mode)
     settings = SETTINGS[mode] if settings is None else settings
 
-    def train() -> Trained:
-        data = detection_training_set(settings.num_images)
-        backbone, stride = trainable_features(mode, verbose=verbose)
-        keras.utils.set_random_seed(settings.recipe.seed)
-        model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
-        start = time.perf_counter()
+    def fit(backbone, stride, data, proposals):
+        size = data.images.shape[1:3]
+        model = build_faster_rcnn(backbone, stride, settings, image_size=size)
         history = train_faster_rcnn(model, data, settings.recipe, verbose=verbose)
-        return Trained(model, history, len(data), time.perf_counter() - start)
+        return model, history, len(data)
 
-    return load_or_train(
-        "Faster R-CNN",
-        mode,
-        faster_rcnn_cache_path(mode, settings),
-        train,
-        settings=settings,
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
+    path = faster_rcnn_cache_path(mode, settings)
+    return load_detector(
+        "Faster R-CNN", path, mode, settings, fit, proposals=False, retrain=retrain, verbose=verbose
     )

@@ -67,9 +67,7 @@ def _checked_image(entry, index, argument, fields):
     if boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"{argument}[{index}] boxes have shape {boxes.shape}: expected [N, 4]"
-        )
+        raise ValueError(f"{argument}[{index}] boxes have shape {boxes.shape}: expected [N, 4]")
     arrays = [boxes] + [np.asarray(values).reshape(-1) for values in entry[1:]]
     lengths = [len(array) for array in arrays]
     if len(set(lengths)) != 1:

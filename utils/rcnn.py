@@ -23,7 +23,6 @@ of ``utils.detection_data``. Introduced in notebook 07.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from utils.backbone import backbone_identity, trainable_features
-from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
+from utils.cache import TrainingInfo
 from utils.checks import (
     check_boxes,
     check_count,
@@ -44,12 +42,7 @@ from utils.checks import (
     check_same_length,
 )
 from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import (
-    TRAINING_IMAGES,
-    detection_cache_parts,
-    detection_proposals,
-    detection_training_set,
-)
+from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
 from utils.losses import smooth_l1, true_class_deltas
 from utils.matching import BACKGROUND, label_proposals, sample_balanced
 from utils.profiling import time_per_image
@@ -343,19 +336,12 @@ def detect_images(
 
 
 def rcnn_cache_path(mode: str | None = None) -> Path:
-    """Where ``load_rcnn`` keeps a mode's model: ``data/rcnn/rcnn-<mode>-<key>.keras``.
-
-    The key hashes the course backbone's identity and the training, data and proposal
-    settings, so changing any of them retrains instead of loading a stale model.
-    """
+    """Where ``load_rcnn`` keeps a mode's model: ``data/rcnn/rcnn-<mode>-<key>.keras``
+    (``utils.detection_data.detector_cache_path``; the patch size and box coding are in the
+    key too)."""
     mode = resolve_mode(mode)
-    parts = {
-        "backbone": backbone_identity(mode),
-        "training": SETTINGS[mode],
-        **detection_cache_parts(proposals=True),
-        "patch": [PATCH_SIZE, BOX_WEIGHTS],
-    }
-    return cached_model_path(RCNN_CACHE_DIR, "rcnn", mode, parts)
+    extra = {"patch": [PATCH_SIZE, BOX_WEIGHTS]}
+    return detector_cache_path(RCNN_CACHE_DIR, "rcnn", mode, SETTINGS[mode], extra, proposals=True)
 
 
 def load_rcnn(
@@ -364,19 +350,17 @@ def load_rcnn(
     """The trained R-CNN patch classifier of a mode: from ``data/rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically: the shared training
-    images (``utils.detection_data``), their cached proposals, ``make_patch_training_set``
-    and ``train_patch_classifier`` on a copy of the course backbone; ``utils.cache.
-    load_or_train`` does the caching and prints what it did. ``mode`` defaults to the
-    current one. Returns ``(model, utils.cache.TrainingInfo)``; its ``training_size`` is
-    the number of training patches.
+    images, their cached proposals, ``make_patch_training_set`` (warping included in the
+    training time: R-CNN warps every patch again for training) and
+    ``train_patch_classifier`` on a copy of the course backbone
+    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults
+    to the current one. Returns ``(model, utils.cache.TrainingInfo)``; its
+    ``training_size`` is the number of training patches.
     """
     mode = resolve_mode(mode)
     settings = SETTINGS[mode]
 
-    def train() -> Trained:
-        data = detection_training_set(settings.num_images)
-        proposals, _ = detection_proposals(data, progress=verbose)
-        keras.utils.set_random_seed(settings.seed)
+    def fit(backbone, stride, data, proposals):
         patch_set = make_patch_training_set(
             data,
             proposals,
@@ -384,19 +368,11 @@ def load_rcnn(
             foreground_fraction=settings.foreground_fraction,
             seed=settings.seed,
         )
-        backbone, _ = trainable_features(mode, verbose=verbose)
         model = build_patch_classifier(backbone)
-        start = time.perf_counter()
         history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
-        return Trained(model, history, len(patch_set), time.perf_counter() - start)
+        return model, history, len(patch_set)
 
-    return load_or_train(
-        "R-CNN",
-        mode,
-        rcnn_cache_path(mode),
-        train,
-        settings=settings,
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
+    path = rcnn_cache_path(mode)
+    return load_detector(
+        "R-CNN", path, mode, settings, fit, proposals=True, retrain=retrain, verbose=verbose
     )

@@ -413,10 +413,7 @@ def postprocess_detections(
     deltas: np.ndarray,
     proposals: np.ndarray,
     image_size: tuple[int, int],
-    *,
-    score_threshold: float = SCORE_THRESHOLD,
-    nms_threshold: float = NMS_THRESHOLD,
-    max_detections: int = MAX_DETECTIONS,
+    **options,
 ) -> Detections:
     """A RoI classifier's outputs to one image's ``Detections``: per class decode, clip,
     threshold, NMS, top-k (torchvision's ``RoIHeads.postprocess_detections``).
@@ -427,7 +424,8 @@ def postprocess_detections(
     clipped to the image and scored ``probabilities[:, c + 1]``; boxes scoring at most
     ``score_threshold`` or smaller than ``MIN_BOX_SIZE`` after clipping go; NMS runs per
     class (``utils.boxes.batched_nms``); the best ``max_detections`` over all classes are
-    kept (``select_detections``). Introduced in notebook 07 (R-CNN); Fast and Faster
+    kept: ``select_detections``, which takes the ``options`` (``score_threshold``,
+    ``nms_threshold``, ``max_detections``). Introduced in notebook 07 (R-CNN); Fast and Faster
     R-CNN use it too.
     """
     probabilities = np.asarray(probabilities, np.float32)
@@ -451,14 +449,7 @@ def postprocess_detections(
     # Class-major order [K, P], so equal scores keep the lower class, then the earlier proposal.
     deltas = deltas.reshape(len(proposals), num_classes, 4).transpose(1, 0, 2)
     boxes = box_ops.decode(deltas, np.broadcast_to(proposals, deltas.shape), weights=BOX_WEIGHTS)
-    return select_detections(
-        boxes,
-        probabilities[:, 1:].T,
-        image_size,
-        score_threshold=score_threshold,
-        nms_threshold=nms_threshold,
-        max_detections=max_detections,
-    )
+    return select_detections(boxes, probabilities[:, 1:].T, image_size, **options)
 
 
 def select_detections(
