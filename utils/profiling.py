@@ -59,8 +59,8 @@ def time_per_image(
     ``timing`` maps each stage to its mean seconds per image, plus ``"total"`` (their sum),
     ``"detection"`` (the total without the ``proposal_stages``: what a detector costs once
     it has its proposals) and ``"proposals_per_image"``. A ``tqdm`` bar named
-    ``description`` shows the progress when ``progress``; it is closed and cleared at the
-    end, so a stored notebook keeps no half-drawn bar. Introduced in notebook 07.
+    ``description`` shows the progress when ``progress`` (``utils.progress``: a stored
+    notebook shows it finished). Introduced in notebook 07.
     """
     timer = StageTimer(stages)
     for stage in proposal_stages:
@@ -70,9 +70,9 @@ def time_per_image(
     seen = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from utils.progress import progress as progress_bar
 
-        bar = tqdm(total=count, desc=description, unit="image", leave=False)
+        bar = progress_bar(total=count, desc=description, unit="image")
     try:
         for index in range(count):
             detections, proposals = detect_one(index, timer)

@@ -125,9 +125,9 @@ def proposals_for_images(
             pass  # unreadable cache: recompute below and overwrite it
     iterator = images
     if progress:
-        from tqdm.auto import tqdm
+        from utils.progress import progress as progress_bar
 
-        iterator = tqdm(images, desc=f"selective search ({mode})", unit="image")
+        iterator = progress_bar(images, desc=f"selective search ({mode})", unit="image")
     start = time.perf_counter()
     proposals = [
         selective_search(image, mode, max_proposals, min_size=min_size) for image in iterator
