@@ -11,7 +11,7 @@ On first use (and whenever a requirements file changes) ``run`` and ``test`` cre
 the job with that environment's Python. ``colab`` builds its own environment of Colab's
 versions under ``build/colab/`` (needs Python 3.13; see ``tools/colab_like.py``).
 ``publish`` points every notebook's "Open in Colab" badge and setup-cell clone at the
-repository that hosts the course (``utils/colab.py``). Needs only Python 3.10+ and the
+repository that hosts the course (``utils/colab.py``). Needs only Python 3.11+ and the
 package index.
 """
 
@@ -45,9 +45,9 @@ def requirements_digest() -> str:
 
 def ensure_environment() -> Path:
     """Create .venv and install the requirements unless it is already up to date."""
-    if sys.version_info < (3, 10):  # noqa: UP036 - say so clearly on an old Python
+    if sys.version_info < (3, 11):  # the oldest tested (utils.course.MINIMUM_VERSIONS)
         sys.exit(
-            f"error: Python {sys.version.split()[0]} found: the course needs Python 3.10 or newer"
+            f"error: Python {sys.version.split()[0]} found: the course needs Python 3.11 or newer"
         )
     python = venv_python()
     wanted = requirements_digest()
