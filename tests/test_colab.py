@@ -183,8 +183,8 @@ def test_colab_without_contrib_swaps_every_cv2_package_and_says_so(monkeypatch, 
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert out == (
-        "OpenCV: replaced opencv-python 5.0.0.93 with opencv-contrib-python-headless 5.0.0.93, "
-        "for selective search (OpenCV's contrib modules)\n"
+        "OpenCV: replaced opencv-python 5.0.0.93 with opencv-contrib-python-headless 5.0.0.93 "
+        "for selective search\n"
     )
 
 
@@ -193,7 +193,7 @@ def test_colab_with_cv2_already_imported_asks_for_a_restart_in_one_line(monkeypa
     FakeColab(monkeypatch, probes=[False, True])
     with pytest.raises(
         colab.RestartSession,
-        match=r"^OpenCV: replaced .*5\.0\.0\.93, for .*; this session had already imported the old cv2: use Runtime > Restart session, then run this cell again$",
+        match=r"^OpenCV: replaced .*5\.0\.0\.93 for selective search; this session already imported the old cv2: use Runtime > Restart session, then run this cell again$",
     ) as error:
         colab.ensure_colab_packages()
     assert capsys.readouterr().out == ""

@@ -253,10 +253,10 @@ def ensure_colab_packages() -> None:
         raise RuntimeError(f"OpenCV: installed {requirement}, but selective search fails: {why}")
     replaced = (
         f"OpenCV: replaced {', '.join(before) or 'no cv2 package'} with "
-        f"{', '.join(installed_opencv())}, for selective search (OpenCV's contrib modules)"
+        f"{', '.join(installed_opencv())} for selective search"
     )
     if "cv2" in sys.modules:
         raise RestartSession(
-            f"{replaced}; this session had already imported the old cv2: {RESTART_ADVICE}"
+            f"{replaced}; this session already imported the old cv2: {RESTART_ADVICE}"
         )
     print(replaced)
