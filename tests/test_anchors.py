@@ -30,11 +30,11 @@ def test_ratio_is_height_over_width_and_area_is_size_squared():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ((0, 4, 16, (32,), (1,)), r"feature_height must be a positive int, got 0"),
-        ((2, 2.5, 16, (32,), (1,)), r"feature_width must be a positive int, got 2.5"),
-        ((2, 2, 0, (32,), (1,)), r"stride must be a positive number, got 0"),
-        ((2, 2, 16, (), (1,)), r"sizes must be a non-empty list of positive numbers"),
-        ((2, 2, 16, (32,), (1, -2)), r"ratios must be a non-empty list of positive numbers"),
+        ((0, 4, 16, (32,), (1,)), r"feature_height=0: expected an integer >= 1"),
+        ((2, 2.5, 16, (32,), (1,)), r"feature_width=2.5: expected an integer >= 1"),
+        ((2, 2, 0, (32,), (1,)), r"stride=0: expected a finite number in \(0.0, inf\)"),
+        ((2, 2, 16, (), (1,)), r"sizes=\(\): expected a non-empty sequence of positive numbers"),
+        ((2, 2, 16, (32,), (1, -2)), r"ratios=\(1, -2\): expected a non-empty sequence"),
     ],
 )
 def test_bad_arguments_are_rejected(arguments, message):

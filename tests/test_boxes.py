@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,19 +159,15 @@ def test_conversions_round_trip():
 
 
 def test_bad_shapes_are_rejected():
-    with pytest.raises(
-        ValueError, match=r"boxes_a must have shape \[N, 4\], got shape \(2, 3, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"boxes_a has shape \(2, 3, 4\): expected \[N, 4\]"):
         boxes.iou(np.zeros((2, 3, 4)), np.zeros((1, 4)))
-    with pytest.raises(
-        ValueError, match=r"anchors must have shape \[\.\.\., 4\], got shape \(3, 5\)"
-    ):
+    with pytest.raises(ValueError, match=r"anchors has shape \(3, 5\): expected \[\.\.\., 4\]"):
         boxes.encode(np.zeros((3, 4)), np.zeros((3, 5)))
     with pytest.raises(
-        ValueError, match=r"scores must have shape \[3\] to match boxes, got shape \(2,\)"
+        ValueError, match=r"scores has shape \(2,\): expected \[3\], one score per box"
     ):
         boxes.nms(np.zeros((3, 4)), np.zeros(2), 0.5)
-    with pytest.raises(ValueError, match=r"max_output_size must be >= 0 or None, got -1"):
+    with pytest.raises(ValueError, match=r"max_output_size=-1: expected an integer >= 0 or None"):
         boxes.nms(np.zeros((3, 4)), np.zeros(3), 0.5, max_output_size=-1)
 
 
@@ -199,3 +196,40 @@ def test_numpy_and_keras_paths_agree(a, b):
         assert isinstance(on_numpy, np.ndarray) and on_numpy.dtype == np.float32, name
         assert tf.is_tensor(on_tensors), name
         np.testing.assert_allclose(on_numpy, on_tensors.numpy(), rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_batched_nms_equals_nms_per_label():
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 50, (60, 2))
+    all_boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (60, 2))], 1)
+    scores = rng.uniform(size=60).astype(np.float32)
+    labels = rng.integers(0, 3, 60)
+    kept = boxes.batched_nms(all_boxes, scores, labels, 0.3)
+    expected = []
+    for label in range(3):
+        index = np.flatnonzero(labels == label)
+        expected.extend(index[boxes.nms(all_boxes[index], scores[index], 0.3)])
+    assert sorted(kept.tolist()) == sorted(expected)
+    assert (np.diff(scores[kept]) <= 0).all()
+    assert boxes.batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).shape == (0,)
+
+
+def test_remove_small_boxes_flip_boxes_and_paired_iou():
+    array = np.array([[0, 0, 10, 10], [0, 0, 0.5, 10], [5, 5, 6, 6]], np.float32)
+    np.testing.assert_array_equal(boxes.remove_small_boxes(array, 1.0), [True, False, True])
+    tensor_mask = boxes.remove_small_boxes(keras.ops.convert_to_tensor(array), 1.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(tensor_mask), [True, False, True])
+    flipped = boxes.flip_boxes(array, 20)
+    np.testing.assert_allclose(flipped[0], [10, 0, 20, 10])
+    np.testing.assert_allclose(boxes.flip_boxes(flipped, 20), array)
+    np.testing.assert_allclose(boxes.flip_boxes(array, 12, horizontal=False)[2], [5, 6, 6, 7])
+    other = array + 1
+    np.testing.assert_allclose(boxes.paired_iou(array, other), np.diag(boxes.iou(array, other)))
+    assert boxes.paired_iou(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0,)
+    with pytest.raises(ValueError, match="boxes_a has shape"):
+        boxes.paired_iou(np.zeros((3, 4)), np.zeros((2, 4)))
+
+
+def test_encode_of_a_degenerate_anchor_is_finite():
+    deltas = boxes.encode(np.array([[0, 0, 10, 10]]), np.array([[5, 5, 5, 5]]))
+    assert np.isfinite(deltas).all()

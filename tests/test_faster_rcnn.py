@@ -3,8 +3,11 @@
 import keras
 import numpy as np
 import pytest
+from detection_helpers import check_cached_loader, make_tiny_backbone
 
-from utils import faster_rcnn, rcnn
+from utils import faster_rcnn
+from utils.detection_data import detection_validation_set
+from utils.roi_heads import Detections, TrainingRecipe
 from utils.shapes import make_shapes, to_tf_dataset
 
 STRIDE = 4
@@ -13,12 +16,7 @@ IMAGE_SIZE = 64
 
 
 def tiny_backbone():
-    """A two-convolution stand-in for the course backbone (stride 4): fast to build and train."""
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    return keras.Model(inputs, x, name="tiny_backbone")
+    return make_tiny_backbone(STRIDE, channels=16)
 
 
 def tiny_model(**options):
@@ -107,7 +105,7 @@ def test_inference_format(images):
     )
     assert len(detections) == 2
     for result in detections:
-        assert isinstance(result, rcnn.Detections) and 0 < len(result) <= 7
+        assert isinstance(result, Detections) and 0 < len(result) <= 7
         boxes, labels, scores = result
         assert boxes.dtype == np.float32 and labels.dtype == np.int64 and scores.dtype == np.float32
         assert boxes.shape == (len(result), 4) and (np.diff(scores) <= 0).all()
@@ -133,7 +131,7 @@ def test_inference_format(images):
         images.images[:, :32],  # another size
     ]
     for bad in wrong:
-        with pytest.raises(ValueError, match=r"images has shape .* expected uint8 \[N, "):
+        with pytest.raises(ValueError, match=r"images has shape .* expected RGB uint8 \[N, "):
             faster_rcnn.detect_images(model, bad, progress=False)
         with pytest.raises(ValueError, match="images has shape"):
             model.rpn_proposals(bad)
@@ -150,11 +148,9 @@ def test_saved_model_round_trip(tmp_path, images):
 
 
 def test_training_dataset_flips_images_and_boxes_together(images):
-    settings = faster_rcnn.FasterRCNNSettings(
-        num_images=2, images_per_batch=1, horizontal_flip=True, vertical_flip=True
-    )
+    recipe = TrainingRecipe(images_per_batch=1, horizontal_flip=True, vertical_flip=True)
     seen = set()
-    dataset = faster_rcnn.training_dataset(images, settings)
+    dataset = faster_rcnn.training_dataset(images, recipe)
     for _ in range(4):  # four epochs: new flips each time
         for image, targets in dataset:
             image, boxes = image.numpy()[0], targets["boxes"].numpy()[0]
@@ -189,7 +185,7 @@ tf.config.set_logical_device_configuration(
 )
 import keras
 
-sys.path.insert(0, ".")
+sys.path[:0] = [".", "tests"]
 from tests.test_faster_rcnn import CLASSES, IMAGE_SIZE, tiny_model
 from utils.shapes import make_shapes, to_tf_dataset
 
@@ -245,51 +241,16 @@ def test_training_runs_unchanged_under_mirrored_strategy():
 # ---- the cached loader ------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_training(tmp_path, monkeypatch):
-    """load_faster_rcnn on two images, a tiny backbone and a temporary cache directory."""
-    monkeypatch.setattr(faster_rcnn, "FASTER_RCNN_CACHE_DIR", tmp_path / "faster_rcnn")
-    monkeypatch.setattr(
-        faster_rcnn,
-        "faster_rcnn_backbone",
-        lambda fast=None, verbose=True: (tiny_backbone(), STRIDE),
-    )
-    monkeypatch.setattr(faster_rcnn, "_backbone_identity", lambda fast=None: "tiny")
-    settings = faster_rcnn.FasterRCNNSettings(
-        num_images=2,
-        epochs=1,
-        rpn_samples_per_image=32,
-        roi_samples_per_image=8,
-        pool_size=2,
-        hidden_units=(8,),
-    )
-    monkeypatch.setattr(faster_rcnn, "SETTINGS", {"fast": settings, "full": settings})
-    return tmp_path / "faster_rcnn"
+def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
+    recipe = TrainingRecipe(pool_size=2, hidden_units=(8,), rois_per_image=8, epochs=1)
+    settings = faster_rcnn.FasterRCNNSettings(2, recipe, rpn_samples_per_image=32)
+    folder = tiny_detector_cache(faster_rcnn, "FASTER_RCNN_CACHE_DIR", settings, STRIDE)
+    image = detection_validation_set(1).images
 
+    def outputs(model):
+        result = model(image)
+        return [result[key] for key in sorted(result)]
 
-def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_training, capsys):
-    model, info = faster_rcnn.load_faster_rcnn(fast=True)
-    assert info.source == "trained" and info.path.exists()
-    assert info.path.parent == tiny_training and "-fast-" in info.path.name
-    assert info.num_images == 2 and len(info.history["loss"]) == 1
-    assert set(info.history) == {"loss", *faster_rcnn.LOSS_NAMES}
-    assert "training on 2 images" in capsys.readouterr().out
-    assert not list(tiny_training.glob("*.tmp*"))
-    loaded, loaded_info = faster_rcnn.load_faster_rcnn(fast=True)
-    assert loaded_info.source == "cache" and "loaded from" in capsys.readouterr().out
-    assert loaded_info.history == info.history
-    image = rcnn.detection_validation_set(1).images
-    first, second = model(image), loaded(image)
-    for key in first:
-        np.testing.assert_allclose(first[key], second[key], rtol=1e-5, atol=1e-6)
-
-
-def test_load_faster_rcnn_caches_modes_apart_and_retrains_a_corrupt_file(tiny_training, capsys):
-    fast_path = faster_rcnn.faster_rcnn_cache_path(fast=True)
-    assert fast_path != faster_rcnn.faster_rcnn_cache_path(fast=False)
-    _, info = faster_rcnn.load_faster_rcnn(fast=True, verbose=False)
-    info.path.write_bytes(b"not a keras file")
-    _, again = faster_rcnn.load_faster_rcnn(fast=True)
-    assert again.source == "trained" and "unreadable" in capsys.readouterr().out
-    _, cached = faster_rcnn.load_faster_rcnn(fast=True, verbose=False)
-    assert cached.source == "cache"
+    info = check_cached_loader(faster_rcnn.load_faster_rcnn, folder, capsys, outputs)
+    assert info.training_size == 2 and set(info.history) == {"loss", *faster_rcnn.LOSS_NAMES}
+    assert faster_rcnn.faster_rcnn_cache_path("fast") != faster_rcnn.faster_rcnn_cache_path("full")

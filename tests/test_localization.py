@@ -5,7 +5,6 @@ import matplotlib
 import numpy as np
 import pytest
 
-from utils import boxes as box_ops
 from utils import localization
 
 matplotlib.use("Agg")
@@ -49,22 +48,6 @@ def test_encode_boxes_known_values_and_round_trip():
 def test_bad_image_size_is_named(image_size):
     with pytest.raises(ValueError, match="image_size"):
         localization.encode_boxes(np.zeros((1, 4), np.float32), image_size)
-
-
-def test_paired_iou_is_the_diagonal_of_iou():
-    _, _, a = tiny_batch(300, seed=1)
-    _, _, b = tiny_batch(300, seed=2)
-    expected = np.diag(box_ops.iou(a, b))
-    result = localization.paired_iou(a, b)
-    assert result.shape == (300,) and result.dtype == np.float32
-    np.testing.assert_allclose(result, expected, rtol=1e-6)
-    np.testing.assert_allclose(localization.paired_iou(a, a), 1.0, rtol=1e-6)
-    assert localization.paired_iou(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0,)
-
-
-def test_paired_iou_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="boxes_a"):
-        localization.paired_iou(np.zeros((3, 4)), np.zeros((2, 4)))
 
 
 def test_build_localizer_outputs_and_trainable_backbone():

@@ -3,27 +3,34 @@
 import numpy as np
 import pytest
 
-from utils.matching import BACKGROUND, IGNORED, label_proposals, match_boxes, sample_balanced
+from utils.matching import (
+    BELOW_LOW_THRESHOLD,
+    BETWEEN_THRESHOLDS,
+    label_proposals,
+    match_boxes,
+    sample_balanced,
+)
 
 
 def test_thresholds_split_foreground_ignored_background():
     overlaps = np.array([[0.8, 0.5, 0.2, 0.0], [0.1, 0.6, 0.4, 0.0]])
     matches = match_boxes(overlaps, high_threshold=0.7, low_threshold=0.3)
-    assert matches.tolist() == [0, IGNORED, IGNORED, BACKGROUND]
+    assert matches.tolist() == [0, BETWEEN_THRESHOLDS, BETWEEN_THRESHOLDS, BELOW_LOW_THRESHOLD]
 
 
 def test_low_quality_matches_only_when_overlapping():
     # Ground truth 0 overlaps box 2 best (0.4 < 0.7); ground truth 1 touches nothing.
     overlaps = np.array([[0.1, 0.2, 0.4, 0.4], [0.0, 0.0, 0.0, 0.0]])
     matches = match_boxes(overlaps, 0.7, 0.3, allow_low_quality_matches=True)
-    assert matches.tolist() == [BACKGROUND, BACKGROUND, 0, 0]  # ties both claimed
+    assert matches.tolist() == [BELOW_LOW_THRESHOLD, BELOW_LOW_THRESHOLD, 0, 0]  # ties both claimed
     assert (
-        match_boxes(np.zeros((1, 5)), 0.7, 0.3, allow_low_quality_matches=True) == BACKGROUND
+        match_boxes(np.zeros((1, 5)), 0.7, 0.3, allow_low_quality_matches=True)
+        == BELOW_LOW_THRESHOLD
     ).all()
 
 
 def test_no_ground_truth_means_all_background():
-    assert match_boxes(np.zeros((0, 3)), 0.5, 0.5).tolist() == [BACKGROUND] * 3
+    assert match_boxes(np.zeros((0, 3)), 0.5, 0.5).tolist() == [BELOW_LOW_THRESHOLD] * 3
 
 
 def test_bad_thresholds():

@@ -225,19 +225,26 @@ def test_average_precision_and_envelope():
 def test_bad_inputs_are_rejected():
     gt = [(np.zeros((1, 4)), [1])]
     det = [(np.zeros((1, 4)), [1], [0.5])]
-    with pytest.raises(ValueError, match=r"one entry per image, got 1 and 2"):
+    with pytest.raises(
+        ValueError, match=r"ground_truths has 1 entries and detections 2: expected one per image"
+    ):
         mean_average_precision(gt, det * 2)
-    with pytest.raises(ValueError, match=r"method must be one of .* got 'voc'"):
+    with pytest.raises(ValueError, match=r"method='voc': expected one of"):
         mean_average_precision(gt, det, method="voc")
-    with pytest.raises(ValueError, match=r"iou_threshold must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"iou_threshold=1.5: expected a number in \(0, 1\]"):
         mean_average_precision(gt, det, iou_threshold=1.5)
     with pytest.raises(
-        ValueError, match=r"detections\[0\] must have one labels/scores entry per box, got lengths"
+        ValueError,
+        match=r"detections\[0\] has lengths .*: expected one labels/scores entry per box",
     ):
         mean_average_precision(gt, [(np.zeros((2, 4)), [1, 1], [0.5])])
-    with pytest.raises(ValueError, match=r"ground_truths\[0\] boxes must have shape \[N, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"ground_truths\[0\] boxes have shape \(1, 5\): expected \[N, 4\]"
+    ):
         mean_average_precision([(np.zeros((1, 5)), [1])], det)
-    with pytest.raises(ValueError, match=r"ground_truths\[0\] must be a tuple \(boxes, labels\)"):
+    with pytest.raises(
+        ValueError, match=r"ground_truths\[0\]=.*: expected a tuple \(boxes, labels\)"
+    ):
         mean_average_precision([np.zeros((1, 4))], det)
-    with pytest.raises(ValueError, match=r"same length, got shapes \(2,\) and \(3,\)"):
+    with pytest.raises(ValueError, match=r"recall has shape \(2,\) and precision \(3,\)"):
         average_precision([0.1, 0.2], [1, 1, 1])

@@ -1,10 +1,10 @@
-"""utils.profiling: floating-point operation counts against the textbook formulas."""
+"""utils.profiling: the stage timer and timing loop; operation counts against the formulas."""
 
 import keras
 import pytest
 import tensorflow as tf
 
-from utils.profiling import float_operations
+from utils.profiling import StageTimer, best_time, float_operations, time_per_image
 
 
 def test_dense_layer_is_two_m_n_k():
@@ -32,3 +32,58 @@ def test_a_model_adds_its_layers():
 def test_shapes_must_be_known():
     with pytest.raises(ValueError, match=r"input_specs\[0\].*fully known shape"):
         float_operations(keras.layers.Dense(2), tf.TensorSpec((None, 3), tf.float32))
+
+
+def test_stage_timer_adds_up_and_refuses_unknown_stages():
+    timer = StageTimer(("a", "b"))
+    for _ in range(2):
+        with timer("a"):
+            sum(range(1000))
+    assert timer.seconds["a"] > 0 and timer.seconds["b"] == 0.0
+    with pytest.raises(ValueError, match="stage='c'"), timer("c"):
+        pass
+
+
+def test_time_per_image_averages_each_stage_and_counts_proposals(monkeypatch):
+    clock = iter(range(100))
+    monkeypatch.setattr("utils.profiling.time.perf_counter", lambda: float(next(clock)))
+
+    def detect_one(index, timer):
+        with timer("first"):
+            pass
+        with timer("second"):
+            pass
+        return f"detections {index}", 10 * (index + 1)
+
+    results, timing = time_per_image(
+        3,
+        detect_one,
+        ("first", "second"),
+        description="test",
+        proposal_stages=("first",),
+        progress=False,
+    )
+    assert results == ["detections 0", "detections 1", "detections 2"]
+    assert timing == {
+        "first": 1.0,
+        "second": 1.0,
+        "total": 2.0,
+        "detection": 1.0,
+        "proposals_per_image": 20.0,
+    }
+    results, timing = time_per_image(
+        0, detect_one, ("first", "second"), description="test", progress=False
+    )
+    assert results == [] and timing["total"] == 0.0 and timing["proposals_per_image"] == 0.0
+    with pytest.raises(ValueError, match="proposal_stages has 'third'"):
+        time_per_image(1, detect_one, ("first",), description="test", proposal_stages=("third",))
+
+
+def test_best_time_is_the_shortest_run(monkeypatch):
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    monkeypatch.setattr("utils.profiling.time.perf_counter", lambda: next(clock))
+    calls = []
+    assert best_time(lambda x: calls.append(x) or [x], 7, repeats=3) == 1.0
+    assert calls == [7, 7, 7]
+    with pytest.raises(ValueError, match="repeats=0"):
+        best_time(lambda: None, repeats=0)

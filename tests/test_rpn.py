@@ -6,18 +6,15 @@ import tensorflow as tf
 
 from utils.anchors import generate_anchors
 from utils.boxes import decode, iou
-from utils.matching import BACKGROUND, IGNORED, match_boxes
-from utils.rpn import IGNORED as RPN_IGNORED
-from utils.rpn import (
-    NEGATIVE,
-    POSITIVE,
-    ProposalLayer,
-    RPNHead,
-    assign_anchor_targets,
-    rpn_loss,
-    sample_anchors,
-    smooth_l1,
+from utils.matching import (
+    BACKGROUND,
+    BELOW_LOW_THRESHOLD,
+    BETWEEN_THRESHOLDS,
+    FOREGROUND,
+    IGNORED,
+    match_boxes,
 )
+from utils.rpn import ProposalLayer, RPNHead, assign_anchor_targets, rpn_loss, sample_anchors
 
 ANCHORS = np.array(
     [
@@ -38,7 +35,7 @@ def _labels(anchors, boxes, labels=None):
 def test_thresholds_and_regression_targets():
     labels, targets, matched = _labels(ANCHORS, np.array([[0, 0, 20, 20]], np.float32))
     assert labels.shape == (1, 4) and targets.shape == (1, 4, 4)
-    assert labels[0].tolist() == [POSITIVE, RPN_IGNORED, NEGATIVE, RPN_IGNORED]
+    assert labels[0].tolist() == [FOREGROUND, IGNORED, BACKGROUND, IGNORED]
     assert matched[0].tolist() == [0, 0, -1, 0]
     np.testing.assert_allclose(targets[0], 0.0, atol=1e-6)  # exact anchor: nothing to move
 
@@ -48,23 +45,23 @@ def test_best_anchor_is_positive_even_below_threshold():
     box = np.array([[0, 0, 20, 40]], np.float32)
     anchors = ANCHORS[[0, 2]]
     labels, targets, _ = _labels(anchors, box)
-    assert labels[0].tolist() == [POSITIVE, NEGATIVE]
+    assert labels[0].tolist() == [FOREGROUND, BACKGROUND]
     np.testing.assert_allclose(decode(targets[0, :1], anchors[:1]), box, atol=1e-4)
 
 
 def test_box_touching_no_anchor_makes_no_anchor_positive():
     far_box = np.array([[100, 100, 120, 120]], np.float32)
     labels, targets, matched = _labels(ANCHORS, far_box)
-    assert labels[0].tolist() == [NEGATIVE] * 4
+    assert labels[0].tolist() == [BACKGROUND] * 4
     assert (matched == -1).all() and (targets == 0).all()
 
 
 def test_padding_rows_claim_nothing():
     boxes = np.array([[[40, 0, 60, 20], [0, 0, 20, 20]]], np.float32)  # row 1 is padding
     labels, _, _ = _labels(ANCHORS, boxes, np.array([[2, -1]]))
-    assert labels[0].tolist() == [NEGATIVE, NEGATIVE, POSITIVE, NEGATIVE]
+    assert labels[0].tolist() == [BACKGROUND, BACKGROUND, FOREGROUND, BACKGROUND]
     empty, _, _ = _labels(ANCHORS, np.zeros((1, 0, 4), np.float32), np.zeros((1, 0), np.int32))
-    assert empty.tolist() == [[NEGATIVE] * 4]
+    assert empty.tolist() == [[BACKGROUND] * 4]
 
 
 def test_agrees_with_match_boxes_on_random_scenes():
@@ -77,8 +74,8 @@ def test_agrees_with_match_boxes_on_random_scenes():
         labels, _, matched = _labels(anchors, boxes)
         reference = match_boxes(iou(boxes, anchors), 0.7, 0.3, allow_low_quality_matches=True)
         expected = np.select(
-            [reference >= 0, reference == BACKGROUND, reference == IGNORED],
-            [POSITIVE, NEGATIVE, RPN_IGNORED],
+            [reference >= 0, reference == BELOW_LOW_THRESHOLD, reference == BETWEEN_THRESHOLDS],
+            [FOREGROUND, BACKGROUND, IGNORED],
         )
         np.testing.assert_array_equal(labels[0], expected)
         np.testing.assert_array_equal(matched[0][reference >= 0], reference[reference >= 0])
@@ -96,13 +93,13 @@ def test_assign_rejects_bad_thresholds():
     [(300, 1000, (128, 128)), (10, 1000, (10, 246)), (10, 20, (10, 20)), (0, 500, (0, 256))],
 )
 def test_sampler_balance(positives, negatives, expected):
-    labels = np.full(1500, RPN_IGNORED, np.int32)
-    labels[:positives] = POSITIVE
-    labels[positives : positives + negatives] = NEGATIVE
+    labels = np.full(1500, IGNORED, np.int32)
+    labels[:positives] = FOREGROUND
+    labels[positives : positives + negatives] = BACKGROUND
     labels = np.random.default_rng(1).permutation(labels)[None]
     sampled = np.asarray(sample_anchors(labels, 256, 0.5, seed=3))[0].astype(bool)
-    assert (labels[0][sampled] != RPN_IGNORED).all()
-    counts = (np.sum(labels[0][sampled] == POSITIVE), np.sum(labels[0][sampled] == NEGATIVE))
+    assert (labels[0][sampled] != IGNORED).all()
+    counts = (np.sum(labels[0][sampled] == FOREGROUND), np.sum(labels[0][sampled] == BACKGROUND))
     assert counts == expected
 
 
@@ -118,7 +115,7 @@ def test_sampler_draws_a_new_sample_per_call_with_a_seed_generator():
 
 def test_loss_matches_a_hand_computation():
     logits = np.array([[2.0, -1.0, 0.5, 3.0]], np.float32)
-    labels = np.array([[POSITIVE, NEGATIVE, RPN_IGNORED, POSITIVE]])
+    labels = np.array([[FOREGROUND, BACKGROUND, IGNORED, FOREGROUND]])
     sampled = np.array([[1.0, 1.0, 0.0, 0.0]], np.float32)  # anchor 3 is not in the sample
     deltas = np.zeros((1, 4, 4), np.float32)
     targets = np.zeros((1, 4, 4), np.float32)
@@ -130,7 +127,6 @@ def test_loss_matches_a_hand_computation():
     expected_box = (0.5 * 0.05**2 / beta + (1.0 - 0.5 * beta)) / 2
     assert float(objectness) == pytest.approx(expected_bce, rel=1e-5)
     assert float(box) == pytest.approx(expected_box, rel=1e-5)
-    np.testing.assert_allclose(smooth_l1(np.array([0.0, -2.0]), 1.0), [0.0, 1.5])
 
 
 def test_head_outputs_follow_the_anchor_order():

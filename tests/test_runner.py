@@ -44,21 +44,21 @@ def test_refresh_requires_full_mode(capsys):
     assert "--refresh stores full-mode outputs" in capsys.readouterr().err
 
 
+def refresh(path, *, fast):
+    """The runner on one notebook with --refresh, its build folder beside it."""
+    build_dir = path.parent / "build"
+    return runner.run_notebook(
+        path, fast=fast, index=1, total=1, cell_timeout=60, build_dir=build_dir, refresh=True
+    )
+
+
 def test_passing_notebook_is_refreshed_cleanly(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_FAST", "1")
     path = write_notebook(
         tmp_path / "99_pass.ipynb",
         ["import os\nprint('full' if os.environ['COURSE_FAST'] == '0' else 'wrong mode')", "1 + 1"],
     )
-    result = runner.run_notebook(
-        path,
-        fast=False,
-        index=1,
-        total=1,
-        cell_timeout=60,
-        build_dir=tmp_path / "build",
-        refresh=True,
-    )
+    result = refresh(path, fast=False)
     assert result.status == "passed" and result.failed_cell is None and result.cells == 2
     assert result.peak_memory_mb is None or result.peak_memory_mb > 0
     stored = nbformat.read(path, as_version=4)
@@ -76,15 +76,7 @@ def test_passing_notebook_is_refreshed_cleanly(tmp_path, monkeypatch):
 def test_failing_notebook_names_the_cell_and_is_not_refreshed(tmp_path):
     path = write_notebook(tmp_path / "99_fail.ipynb", ["x = 1", "raise ValueError('boom')", "x"])
     before = path.read_text()
-    result = runner.run_notebook(
-        path,
-        fast=True,
-        index=1,
-        total=1,
-        cell_timeout=60,
-        build_dir=tmp_path / "build",
-        refresh=True,
-    )
+    result = refresh(path, fast=True)
     assert result.status == "failed"
     assert result.failed_cell == 2  # index among all cells: the title is cell 0
     assert result.error == "ValueError: boom"

@@ -5,6 +5,8 @@ Introduced in notebook 09.
 
 import numpy as np
 
+from utils.checks import check_count, check_positive, fail
+
 
 def generate_anchors(feature_height, feature_width, stride, sizes, ratios):
     """Anchors for every cell of a feature map: ``[H * W * len(ratios) * len(sizes), 4]``.
@@ -20,16 +22,15 @@ def generate_anchors(feature_height, feature_width, stride, sizes, ratios):
 
     Introduced in notebook 09.
     """
-    for name, value in (("feature_height", feature_height), ("feature_width", feature_width)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not np.isfinite(stride) or stride <= 0:
-        raise ValueError(f"stride must be a positive number, got {stride!r}")
+    check_count("feature_height", feature_height)
+    check_count("feature_width", feature_width)
+    check_positive("stride", stride)
+    for name, values in (("sizes", sizes), ("ratios", ratios)):
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim != 1 or array.size == 0 or not np.all(array > 0):
+            fail(name, values, "a non-empty sequence of positive numbers")
     sizes = np.asarray(sizes, dtype=np.float64)
     ratios = np.asarray(ratios, dtype=np.float64)
-    for name, values in (("sizes", sizes), ("ratios", ratios)):
-        if values.ndim != 1 or values.size == 0 or not np.all(values > 0):
-            raise ValueError(f"{name} must be a non-empty list of positive numbers, got {values}")
     half_widths = (sizes[None, :] / np.sqrt(ratios[:, None])).ravel() / 2
     half_heights = (sizes[None, :] * np.sqrt(ratios[:, None])).ravel() / 2
     centre_x = (np.arange(feature_width) + 0.5) * stride

@@ -2,7 +2,7 @@
 
 Notebooks 05-10 use it as their pretrained feature extractor. One call gives it::
 
-    backbone = load_course_backbone()    # loads data/course_backbone.keras, or trains it
+    backbone = load_course_backbone()    # loads data/course_backbone-<mode>-<key>.keras, or trains it
     backbone.features(images)            # [B, H, W, 3] pixels -> [B, H/8, W/8, 128]
     backbone.classifier(images)          # 64x64 shapes -> probabilities of the 5 classes
 
@@ -18,12 +18,10 @@ Conventions (this is the one place that states them):
 - ``classifier``: ``features`` -> global average pooling -> softmax over
   ``utils.shapes.CLASS_NAMES``, trained on 64x64 "medium" shapes (objects 19-48 px,
   the sizes of the objects in the 128x128 detection images).
-- Caches: full mode ``data/course_backbone.keras``; fast mode
-  ``data/course_backbone_fast.keras``, a short training run under its own name, so a
-  fast-mode model never replaces the full one. Each has a ``.json`` beside it with the
-  validation accuracy and how it was trained. Both files are written atomically (a
-  temporary file, then ``os.replace``): two processes training at once never leave half
-  a file. A cache that cannot be loaded, or that was made by another recipe, is
+- Caches: ``data/course_backbone-<mode>-<key>.keras`` through ``utils.cache.load_or_train``
+  (the key hashes the architecture and the training settings), with a ``.json`` record beside
+  it holding the validation accuracy and the training history. Full and fast mode are cached
+  apart, so a fast-mode model never replaces the full one; a cache that cannot be loaded is
   reported in one line and retrained.
 - Training re-seeds the global random generators (``keras.utils.set_random_seed``):
   seed again before your own experiments.
@@ -34,18 +32,19 @@ Introduced in notebook 04.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import keras
 
-from utils.cache import relative_to_root, save_model_and_record
-from utils.course import DATA_DIR, is_fast_mode
+from utils.cache import Trained, cache_key, cached_model_path, load_or_train
+from utils.checks import check_count, check_positive
+from utils.course import DATA_DIR, resolve_mode
 from utils.resnet import build_small_resnet
 from utils.shapes import CLASS_NAMES, make_shapes_split
+from utils.training import fit_with_adam
 
 FEATURE_STRIDE = 8
 """Pixels per feature-map cell: the stride-2 stem and the stride-2 first two stages."""
@@ -67,10 +66,10 @@ ARCHITECTURE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingPlan:
-    """How a backbone is trained: Adam with a cosine-decaying learning rate on
+class BackboneSettings:
+    """How the backbone is trained: Adam with a cosine-decaying learning rate on
     ``num_train`` seeded shapes images (made once, seen ``epochs`` times), measured on
-    ``num_validation`` images of the validation split."""
+    ``num_validation`` images of the validation split. Every field is part of the cache key."""
 
     num_train: int
     num_validation: int
@@ -82,17 +81,18 @@ class TrainingPlan:
 
     def __post_init__(self):
         for name in ("num_train", "num_validation", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: expected a positive integer")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate!r}: expected a positive number")
+            check_count(name, getattr(self, name))
+        check_positive("learning_rate", self.learning_rate)
 
 
-FULL_PLAN = TrainingPlan(num_train=50_000, num_validation=1_000, epochs=4)
-"""Full mode: the backbone the notebooks' stored outputs use (a few minutes on 2 cores)."""
-FAST_PLAN = TrainingPlan(num_train=2_000, num_validation=500, epochs=1)
-"""Fast mode (the tests): seconds of training, a model good only for running the code."""
+SETTINGS = MappingProxyType(
+    {
+        # Full mode: the backbone the notebooks' stored outputs use (a few minutes on 2 cores).
+        "full": BackboneSettings(num_train=50_000, num_validation=1_000, epochs=4),
+        # Fast mode (the tests): seconds of training, a model good only for running the code.
+        "fast": BackboneSettings(num_train=2_000, num_validation=500, epochs=1),
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,8 +103,8 @@ class CourseBackbone:
     - ``features``: the same input -> ``[B, ceil(H/8), ceil(W/8), 128]``; it shares its
       layers and weights with ``classifier``. Use ``clone_features`` for a copy to train.
     - ``source``: "cache" or "trained"; ``path``: the cache file; ``metadata``: the
-      ``.json`` beside it (``validation_accuracy``, ``history``, ``plan``,
-      ``training_seconds``, ``identity``).
+      JSON record beside it (``validation_accuracy``, ``history``, ``settings``,
+      ``training_seconds``, ``training_size``).
     """
 
     classifier: keras.Model
@@ -136,31 +136,25 @@ class CourseBackbone:
         return clone
 
 
-def cache_path(fast: bool | None = None, directory: Path | str | None = None) -> Path:
-    """The cache file of a mode (default: the current one) in ``directory`` (default data/)."""
-    fast = is_fast_mode() if fast is None else fast
+def backbone_identity(mode: str | None = None, settings: BackboneSettings | None = None) -> str:
+    """A short string naming the backbone a mode gives: a hash of its architecture and
+    training settings. Detectors put it in their cache keys (a model trained on top of the
+    backbone is stale when it changes); computed without loading or training anything."""
+    settings = SETTINGS[resolve_mode(mode)] if settings is None else settings
+    recipe = {"architecture": ARCHITECTURE, "settings": settings}
+    return f"v{FORMAT_VERSION}-{cache_key(recipe)}"
+
+
+def cache_path(
+    mode: str | None = None,
+    directory: Path | str | None = None,
+    settings: BackboneSettings | None = None,
+) -> Path:
+    """The cache file of a mode's backbone in ``directory`` (default data/)."""
+    mode = resolve_mode(mode)
     folder = DATA_DIR if directory is None else Path(directory)
-    return folder / ("course_backbone_fast.keras" if fast else "course_backbone.keras")
-
-
-def backbone_identity(fast: bool | None = None) -> str:
-    """A short string naming the backbone a mode gives: its recipe (architecture, plan).
-
-    For other caches' keys (a model trained on top of the backbone is stale when this
-    changes); computed without loading or training anything.
-    """
-    fast = is_fast_mode() if fast is None else fast
-    return _identity(FAST_PLAN if fast else FULL_PLAN)
-
-
-def _identity(plan: TrainingPlan) -> str:
-    recipe = {
-        "format": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
-        "plan": dataclasses.asdict(plan),
-    }
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    return f"v{FORMAT_VERSION}-{digest}"
+    identity = {"identity": backbone_identity(mode, settings)}
+    return cached_model_path(folder, "course_backbone", mode, identity)
 
 
 def build_backbone_classifier() -> keras.Model:
@@ -168,119 +162,100 @@ def build_backbone_classifier() -> keras.Model:
     return build_small_resnet(num_classes=len(CLASS_NAMES), name="course_backbone", **ARCHITECTURE)
 
 
-def train_backbone(plan: TrainingPlan) -> tuple[keras.Model, dict]:
-    """Train the backbone classifier on shapes as ``plan`` says: ``(model, metadata)``.
+def train_backbone(settings: BackboneSettings, *, verbose: bool = False) -> Trained:
+    """Train the backbone classifier on shapes as ``settings`` say (``utils.cache.Trained``).
 
-    Deterministic for a plan, machine and thread count (seeded data and weights, and
-    deterministic kernels when ``setup_notebook`` switched them on).
+    Deterministic for a recipe, machine and thread count (seeded data and weights, and
+    deterministic kernels when ``setup_notebook`` switched them on). The record gets the
+    final ``validation_accuracy``.
     """
-    keras.utils.set_random_seed(plan.seed)
+    keras.utils.set_random_seed(settings.seed)
     train, validation = make_shapes_split(
         "classification",
-        plan.num_train,
-        plan.num_validation,
+        settings.num_train,
+        settings.num_validation,
         image_size=IMAGE_SIZE,
-        difficulty=plan.difficulty,
-        seed=plan.seed,
+        difficulty=settings.difficulty,
+        seed=settings.seed,
     )
     model = build_backbone_classifier()
-    steps = plan.epochs * math.ceil(plan.num_train / plan.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(plan.learning_rate, steps)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     start = time.perf_counter()
-    history = model.fit(
+    history = fit_with_adam(
+        model,
         train.images,
         train.labels,
+        epochs=settings.epochs,
+        steps_per_epoch=math.ceil(settings.num_train / settings.batch_size),
+        learning_rate=settings.learning_rate,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        verbose=verbose,
+        batch_size=settings.batch_size,
         validation_data=(validation.images, validation.labels),
-        epochs=plan.epochs,
-        batch_size=plan.batch_size,
-        verbose=0,
-    ).history
+    )
     seconds = time.perf_counter() - start
-    metadata = {
-        "identity": _identity(plan),
-        "validation_accuracy": round(float(history["val_accuracy"][-1]), 4),
-        "training_seconds": round(seconds, 1),
-        "history": {
-            key: [round(float(value), 4) for value in values]
-            for key, values in history.items()
-            if key != "learning_rate"
-        },
-        "plan": dataclasses.asdict(plan),
-        "keras_version": keras.__version__,
-    }
     # A fresh copy without the optimizer: the cache holds the weights only.
     trained = build_backbone_classifier()
     trained.set_weights(model.get_weights())
-    return trained, metadata
+    accuracy = round(float(history["val_accuracy"][-1]), 4)
+    return Trained(
+        trained,
+        history,
+        settings.num_train,
+        seconds,
+        {"validation_accuracy": accuracy, "keras_version": keras.__version__},
+    )
 
 
 def load_course_backbone(
     verbose: bool = True,
     *,
-    fast: bool | None = None,
+    mode: str | None = None,
     directory: Path | str | None = None,
-    plan: TrainingPlan | None = None,
+    settings: BackboneSettings | None = None,
+    retrain: bool = False,
 ) -> CourseBackbone:
-    """The course backbone: loaded from its cache, or trained (and cached) when missing.
+    """The course backbone of a mode: loaded from its cache, or trained and cached.
 
-    ``fast`` picks the mode (default: ``COURSE_FAST``): full mode trains ``FULL_PLAN``
-    into ``course_backbone.keras``, fast mode ``FAST_PLAN`` into
-    ``course_backbone_fast.keras``. ``directory`` (default data/) and ``plan`` (default
-    the mode's) are for tests. A cache that cannot be loaded or was trained by another
-    recipe is retrained. Prints one line saying which it did (with ``verbose``).
+    ``mode`` ``"full"`` or ``"fast"`` (default: the current mode) picks ``SETTINGS[mode]``;
+    ``directory`` (default data/) and ``settings`` are for tests. Prints one line saying it
+    loaded the backbone (or two: why it trains, then the result), with the validation
+    accuracy (``verbose``). ``utils.cache.load_or_train`` does the caching.
     """
-    fast = is_fast_mode() if fast is None else fast
-    plan = (FAST_PLAN if fast else FULL_PLAN) if plan is None else plan
-    path = cache_path(fast, directory)
-    mode = "fast" if fast else "full"
-    say = print if verbose else _silent
-    reason = "no cache"
-    if path.exists():
-        try:
-            classifier, metadata = _read_cache(path, _identity(plan))
-        except Exception as error:  # noqa: BLE001 - any unreadable cache means "retrain"
-            reason = f"{relative_to_root(path)} could not be used ({_describe(error)})"
-        else:
-            say(
-                f"course backbone ({mode} mode): loaded {relative_to_root(path)}, validation "
-                f"accuracy {metadata['validation_accuracy']:.3f}"
-            )
-            return _wrap(classifier, "cache", path, metadata)
-    say(f"course backbone ({mode} mode): {reason}, training it ...", end=" ", flush=True)
-    classifier, metadata = train_backbone(plan)
-    _write_cache(classifier, metadata, path)
-    say(
-        f"done in {metadata['training_seconds']:.0f} s, validation accuracy "
-        f"{metadata['validation_accuracy']:.3f}, saved to {relative_to_root(path)}"
+    mode = resolve_mode(mode)
+    settings = SETTINGS[mode] if settings is None else settings
+    path = cache_path(mode, directory, settings)
+    classifier, info = load_or_train(
+        "course backbone",
+        mode,
+        path,
+        lambda: train_backbone(settings),
+        settings=settings,
+        training_data=f"{settings.num_train:,} shapes images",
+        summary=lambda record: f"validation accuracy {record['validation_accuracy']:.3f}",
+        check=_check_classifier,
+        retrain=retrain,
+        verbose=verbose,
     )
-    return _wrap(classifier, "trained", path, metadata)
-
-
-def _wrap(classifier: keras.Model, source: str, path: Path, metadata: dict) -> CourseBackbone:
     features = keras.Model(
         classifier.input, classifier.get_layer("features").output, name="course_backbone_features"
     )
-    return CourseBackbone(classifier, features, source, path, metadata)
+    return CourseBackbone(classifier, features, info.source, path, info.record)
 
 
-def _metadata_path(path: Path) -> Path:
-    return path.with_suffix(".json")
+def trainable_features(mode: str | None = None, *, verbose: bool = True) -> tuple[keras.Model, int]:
+    """A fresh, trainable copy of the course backbone's feature extractor, and its stride.
+
+    What every detector starts from (notebooks 07-11): ``load_course_backbone(mode=mode)``
+    (it prints whether it loaded or trained the backbone), then ``clone_features()``, so
+    fine-tuning a detector never changes the cached backbone. Introduced in notebook 07.
+    """
+    course = load_course_backbone(verbose, mode=mode)
+    return course.clone_features(), course.stride
 
 
-def _read_cache(path: Path, identity: str) -> tuple[keras.Model, dict]:
-    """Load a cached model and its metadata; raise ValueError when they do not fit."""
-    metadata_path = _metadata_path(path)
-    if not metadata_path.exists():
-        raise ValueError(f"{metadata_path.name} is missing")
-    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    if metadata.get("identity") != identity:
-        raise ValueError(f"trained by recipe {metadata.get('identity')!r}, expected {identity!r}")
-    classifier = keras.saving.load_model(path, compile=False)
+def _check_classifier(classifier: keras.Model, record: dict) -> None:
+    """Refuse a cached model that is not a course backbone classifier."""
     channels = classifier.get_layer("features").output.shape[-1]
     classes = classifier.output.shape[-1]
     if channels != FEATURE_CHANNELS or classes != len(CLASS_NAMES):
@@ -288,18 +263,5 @@ def _read_cache(path: Path, identity: str) -> tuple[keras.Model, dict]:
             f"{channels} feature channels and {classes} classes, expected "
             f"{FEATURE_CHANNELS} and {len(CLASS_NAMES)}"
         )
-    return classifier, metadata
-
-
-def _write_cache(classifier: keras.Model, metadata: dict, path: Path) -> None:
-    """Write the model and its metadata atomically (``utils.cache``)."""
-    save_model_and_record(classifier, path, metadata, _metadata_path(path))
-
-
-def _describe(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}"[:160]
-
-
-def _silent(*args, **kwargs) -> None:
-    return None
+    if "validation_accuracy" not in record:
+        raise KeyError("the record lacks validation_accuracy")

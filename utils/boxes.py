@@ -11,7 +11,7 @@ NumPy (or list) inputs run on NumPy and give NumPy. Running small NumPy arrays t
 eager TensorFlow instead costs about 0.1 ms per op, which dominated detection
 post-processing (notebook 08's timing) before this split.
 
-Introduced in notebook 06 (IoU, coding, conversions) and 07 (NMS).
+Introduced in notebook 06 (IoU, coding, conversions) and 07 (NMS, batched NMS).
 """
 
 import functools
@@ -62,7 +62,8 @@ def _array_namespace(function):
         if any(ops.is_tensor(a) or isinstance(a, keras.KerasTensor) for a in arguments):
             return function(ops, *args, **kwargs)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            return function(_NUMPY, *args, **kwargs).astype(np.float32, copy=False)
+            result = function(_NUMPY, *args, **kwargs)
+        return result.astype(np.float32, copy=False) if result.dtype.kind == "f" else result
 
     parameters = list(inspect.signature(function).parameters.values())[1:]
     wrapper.__signature__ = inspect.Signature(parameters)
@@ -73,7 +74,7 @@ def _boxes(xp, boxes, name="boxes"):
     """``boxes`` as a float32 array or tensor, checking the last axis is 4."""
     boxes = xp.cast(xp.convert_to_tensor(boxes), "float32")
     if len(boxes.shape) == 0 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape [..., 4], got shape {tuple(boxes.shape)}")
+        raise ValueError(f"{name} has shape {tuple(boxes.shape)}: expected [..., 4]")
     return boxes
 
 
@@ -103,7 +104,7 @@ def iou(xp, boxes_a, boxes_b):
     boxes_a, boxes_b = _boxes(xp, boxes_a, "boxes_a"), _boxes(xp, boxes_b, "boxes_b")
     for name, boxes in (("boxes_a", boxes_a), ("boxes_b", boxes_b)):
         if len(boxes.shape) != 2:
-            raise ValueError(f"{name} must have shape [N, 4], got shape {tuple(boxes.shape)}")
+            raise ValueError(f"{name} has shape {tuple(boxes.shape)}: expected [N, 4]")
     ax1, ay1, ax2, ay2 = (c[:, None] for c in _corners(xp, boxes_a))
     bx1, by1, bx2, by2 = (c[None, :] for c in _corners(xp, boxes_b))
     width = xp.maximum(xp.minimum(ax2, bx2) - xp.maximum(ax1, bx1), 0.0)
@@ -125,8 +126,9 @@ def encode(xp, boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     Faster R-CNN's parametrisation (torchvision BoxCoder): ``dx = wx * (gx - ax) / aw``,
     ``dy = wy * (gy - ay) / ah``, ``dw = ww * log(gw / aw)``, ``dh = wh * log(gh / ah)``
     on centres and sizes. RPN weights are (1, 1, 1, 1), the RoI head's (10, 10, 5, 5).
-    Box sizes are floored at 1e-6 so degenerate boxes give large negative, finite
-    ``dw``/``dh`` rather than ``-inf`` or NaN.
+    Box and anchor sizes are floored at 1e-6 pixels, so a degenerate box or anchor gives
+    large but finite deltas rather than ``inf`` or NaN (detectors drop such anchors and
+    proposals before they get here: ``remove_small_boxes``).
 
     Introduced in notebook 06.
     """
@@ -134,6 +136,7 @@ def encode(xp, boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     gx, gy, gw, gh = _centres_and_sizes(xp, _boxes(xp, boxes))
     ax, ay, aw, ah = _centres_and_sizes(xp, _boxes(xp, anchors, "anchors"))
     gw, gh = xp.maximum(gw, 1e-6), xp.maximum(gh, 1e-6)
+    aw, ah = xp.maximum(aw, 1e-6), xp.maximum(ah, 1e-6)
     return xp.stack(
         [
             wx * (gx - ax) / aw,
@@ -201,13 +204,13 @@ def nms(boxes, scores, iou_threshold, max_output_size=None):
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4], got shape {boxes.shape}")
+        raise ValueError(f"boxes has shape {boxes.shape}: expected [N, 4]")
     if scores.shape != (len(boxes),):
         raise ValueError(
-            f"scores must have shape [{len(boxes)}] to match boxes, got shape {scores.shape}"
+            f"scores has shape {scores.shape}: expected [{len(boxes)}], one score per box"
         )
     if max_output_size is not None and max_output_size < 0:
-        raise ValueError(f"max_output_size must be >= 0 or None, got {max_output_size}")
+        raise ValueError(f"max_output_size={max_output_size!r}: expected an integer >= 0 or None")
     limit = len(boxes) if max_output_size is None else max_output_size
     order = np.argsort(-scores, kind="stable")
     overlaps = iou(boxes[order], boxes[order])
@@ -221,6 +224,80 @@ def nms(boxes, scores, iou_threshold, max_output_size=None):
         kept.append(order[rank])
         suppressed |= overlaps[rank] > iou_threshold
     return np.array(kept, dtype=np.int64)
+
+
+def batched_nms(boxes, scores, labels, iou_threshold, max_output_size=None):
+    """NMS within each label at once; kept indices in descending score order.
+
+    torchvision.ops.batched_nms's coordinate trick: each label's boxes are shifted by
+    ``label * (largest coordinate + 1)``, so boxes of different labels never overlap and
+    one ``nms`` call does per-class NMS. ``boxes [N, 4]``, ``scores [N]``, int ``labels
+    [N]`` (NumPy) -> int64 ``[K]``. Introduced in notebook 07.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape != (len(boxes),):
+        raise ValueError(f"labels has shape {labels.shape}: expected [{len(boxes)}], one per box")
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    offsets = labels[:, None].astype(np.float32) * (float(np.abs(boxes).max()) + 1.0)
+    return nms(boxes + offsets, scores, iou_threshold, max_output_size)
+
+
+@_array_namespace
+def remove_small_boxes(xp, boxes, min_size):
+    """A mask of the boxes at least ``min_size`` pixels wide and high: ``[..., 4] -> [...]``.
+
+    torchvision.ops.remove_small_boxes's test (it returns indices; a mask works inside
+    graphs too). Introduced in notebook 07.
+    """
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    return ((x2 - x1) >= min_size) & ((y2 - y1) >= min_size)
+
+
+@_array_namespace
+def flip_boxes(xp, boxes, size, *, horizontal=True):
+    """Boxes of an image mirrored left-right (``horizontal``) or top-bottom: ``[..., 4]``.
+
+    ``size`` is the image width (or height): ``x -> size - x``, the two corners swapped so
+    ``x1 <= x2`` still holds. Introduced in notebook 08.
+    """
+    x1, y1, x2, y2 = _corners(xp, _boxes(xp, boxes))
+    size = xp.cast(size, "float32")
+    if horizontal:
+        return xp.stack([size - x2, y1, size - x1, y2], axis=-1)
+    return xp.stack([x1, size - y2, x2, size - y1], axis=-1)
+
+
+@_array_namespace
+def paired_iou(xp, boxes_a, boxes_b):
+    """IoU of each box with its partner: ``[..., 4], [..., 4] -> [...]`` (same shapes).
+
+    The diagonal of ``iou`` without the ``N x N`` matrix. Introduced in notebook 06.
+    """
+    boxes_a, boxes_b = _boxes(xp, boxes_a, "boxes_a"), _boxes(xp, boxes_b, "boxes_b")
+    if tuple(boxes_a.shape) != tuple(boxes_b.shape):
+        raise ValueError(
+            f"boxes_a has shape {tuple(boxes_a.shape)} and boxes_b {tuple(boxes_b.shape)}: "
+            "expected the same shape"
+        )
+    ax1, ay1, ax2, ay2 = _corners(xp, boxes_a)
+    bx1, by1, bx2, by2 = _corners(xp, boxes_b)
+    width = xp.maximum(xp.minimum(ax2, bx2) - xp.maximum(ax1, bx1), 0.0)
+    height = xp.maximum(xp.minimum(ay2, by2) - xp.maximum(ay1, by1), 0.0)
+    intersection = width * height
+    union = area(boxes_a) + area(boxes_b) - intersection
+    return xp.where(union > 0, intersection / xp.maximum(union, 1e-12), 0.0)
+
+
+def batched_iou(boxes, anchors):
+    """IoU of each image's boxes ``[B, M, 4]`` with shared ``anchors [N, 4]``: ``[B, M, N]``.
+
+    ``iou`` on the flattened batch (tensors). Introduced in notebook 09.
+    """
+    batch, count = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    overlaps = iou(ops.reshape(boxes, (-1, 4)), anchors)
+    return ops.reshape(overlaps, (batch, count, -1))
 
 
 @_array_namespace

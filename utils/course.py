@@ -40,6 +40,21 @@ def is_fast_mode() -> bool:
     raise ValueError(f"{FAST_ENV}={value!r}: expected 1/true/yes/on or 0/false/no/off")
 
 
+MODES = ("full", "fast")
+"""The two modes: ``"full"`` (what a learner runs, the stored outputs) and ``"fast"`` (the tests)."""
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """``mode`` itself when it is ``"full"`` or ``"fast"``; the current mode (``COURSE_FAST``)
+    when it is None. Loaders resolve their ``mode`` argument once, here, and pass the name on.
+    """
+    if mode is None:
+        return "fast" if is_fast_mode() else "full"
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {MODES} or None (the current mode)")
+    return mode
+
+
 def pick(full, fast):
     """Return ``full`` in full mode and ``fast`` in fast mode (sizes, epochs, counts)."""
     return fast if is_fast_mode() else full

@@ -5,15 +5,16 @@ the image. Faster R-CNN proposes them itself, from the feature map the head uses
 1. the backbone runs once over the image -> a feature map ``[B, H / s, W / s, C]``;
 2. the RPN (``utils.rpn``) slides over it: objectness and box deltas for every anchor,
    then the ``ProposalLayer`` (decode, clip, drop tiny boxes, top-N, NMS 0.7, top-N);
-3. Fast R-CNN's ``FastRCNNHead`` pools each proposal from the *same* feature map and
-   classifies it (K + 1 classes) with class-specific box regression;
-4. inference: ``utils.fast_rcnn.postprocess_detections`` (softmax, per-class decode, clip,
+3. the RoI head of Fast R-CNN (``utils.roi_heads.FastRCNNHead``) pools each proposal from
+   the *same* feature map and classifies it (K + 1 classes) with class-specific box
+   regression;
+4. inference: ``utils.roi_heads.postprocess_detections`` (softmax, per-class decode, clip,
    score > 0.05, per-class NMS, top 100).
 
 Training is *approximate joint training* (the paper's sec. 3.2, torchvision's default):
 one ``train_step`` adds the RPN loss (``utils.rpn.rpn_loss`` on 256 sampled anchors) and
-the head loss (``utils.fast_rcnn.fast_rcnn_loss`` on RoIs sampled from the RPN's current
-proposals plus the ground truth with ``utils.fast_rcnn.sample_rois``); the proposals
+the head loss (``utils.roi_heads.fast_rcnn_loss`` on RoIs sampled from the RPN's current
+proposals plus the ground truth with ``utils.roi_heads.sample_rois``); the proposals
 are treated as constants (no gradient through their coordinates). ``fit`` takes
 ``utils.shapes.to_tf_dataset`` batches as they are, and the same code runs unchanged
 under a ``tf.distribute`` strategy scope (several GPUs; tested on two CPU devices).
@@ -24,11 +25,8 @@ Introduced in notebook 09; notebook 10 compares it with R-CNN and Fast R-CNN.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -37,36 +35,36 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from utils import rcnn, rpn
+from utils import boxes as box_ops
+from utils import rpn
 from utils.anchors import generate_anchors
-from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import Trained, epoch_printer, load_or_train, mode_name
-from utils.course import DATA_DIR
-from utils.fast_rcnn import (
+from utils.cache import TrainingInfo
+from utils.checks import check_count, check_fraction, check_pair, check_rgb_images
+from utils.course import DATA_DIR, resolve_mode
+from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.layers import boxes_to_rois, image_rois
+from utils.matching import IGNORED
+from utils.profiling import time_per_image
+from utils.roi_heads import (
     FOREGROUND_FRACTION,
     HIDDEN_UNITS,
+    NUM_CLASSES,
     POOL_SIZE,
+    RECIPES,
     CompiledHead,
+    Detections,
     FastRCNNHead,
-    batched_rois,
+    TrainingRecipe,
     fast_rcnn_loss,
     postprocess_detections,
     sample_rois,
 )
-from utils.rcnn import Detections
 from utils.shapes import ShapesData, to_tf_dataset
+from utils.training import EpochPrinter, fit_with_adam
 
-NUM_CLASSES = rcnn.NUM_CLASSES
-ROI_SAMPLES_PER_IMAGE = 128
-"""RoIs sampled per training image for the head, 25 % foreground (py-faster-rcnn's 128)."""
 FASTER_RCNN_CACHE_DIR = DATA_DIR / "faster_rcnn"
 LOSS_NAMES = ("rpn_objectness_loss", "rpn_box_loss", "class_loss", "box_loss")
 """The four terms of the joint loss, as ``fit`` logs them (their sum is ``loss``)."""
-
-
-def _check_count(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
 
 
 def _sample_image_rois(proposals, valid, boxes, labels, seed, *, num_samples, foreground_fraction):
@@ -75,7 +73,7 @@ def _sample_image_rois(proposals, valid, boxes, labels, seed, *, num_samples, fo
     ``seed`` (the training step and the image's place in the global batch) makes every
     step draw a new, repeatable sample.
     """
-    truth = labels >= 0
+    truth = labels != IGNORED
     sample = sample_rois(
         proposals[valid],
         boxes[truth],
@@ -120,7 +118,7 @@ class FasterRCNN(keras.Model):
         pre_nms_top_n: dict | None = None,
         post_nms_top_n: dict | None = None,
         rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE,
-        roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE,
+        roi_samples_per_image: int = 64,
         foreground_fraction: float = FOREGROUND_FRACTION,
         pool_size: int | Sequence[int] = POOL_SIZE,
         hidden_units: Sequence[int] = HIDDEN_UNITS,
@@ -129,17 +127,12 @@ class FasterRCNN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_count("feature_stride", feature_stride)
-        _check_count("num_classes", num_classes)
-        _check_count("rpn_samples_per_image", rpn_samples_per_image)
-        _check_count("roi_samples_per_image", roi_samples_per_image)
-        if not 0.0 <= foreground_fraction <= 1.0:
-            raise ValueError(
-                f"foreground_fraction={foreground_fraction}: expected a value in [0, 1]"
-            )
-        image_size = tuple(int(side) for side in image_size)
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"image_size={image_size}: expected (height, width) in pixels")
+        check_count("feature_stride", feature_stride)
+        check_count("num_classes", num_classes)
+        check_count("rpn_samples_per_image", rpn_samples_per_image)
+        check_count("roi_samples_per_image", roi_samples_per_image)
+        check_fraction("foreground_fraction", foreground_fraction)
+        image_size = check_pair("image_size", tuple(image_size))
         feature_shape = tuple(backbone.compute_output_shape((1, *image_size, 3)))
         if len(feature_shape) != 4 or None in feature_shape[1:]:
             raise ValueError(
@@ -180,8 +173,8 @@ class FasterRCNN(keras.Model):
         )
         self.head = FastRCNNHead(
             self.num_classes,
-            pool_size=pool_size,
             spatial_scale=1.0 / self.feature_stride,
+            pool_size=pool_size,
             hidden_units=hidden_units,
             dropout=dropout,
             pooling=pooling,
@@ -215,7 +208,7 @@ class FasterRCNN(keras.Model):
     def call(self, images, training=False):
         features = self.features(images)
         _, _, (boxes, scores, valid) = self.propose(features)
-        class_logits, box_deltas = self.head(features, batched_rois(boxes), training=False)
+        class_logits, box_deltas = self.head(features, boxes_to_rois(boxes), training=False)
         shape = ops.shape(boxes)
         return {
             "proposals": boxes,
@@ -284,7 +277,7 @@ class FasterRCNN(keras.Model):
             logits, deltas, anchor_labels, anchor_targets, sampled
         )
         roi_boxes, roi_labels, roi_targets = self._head_targets(proposals, valid, boxes, labels)
-        class_logits, box_deltas = self.head(features, batched_rois(roi_boxes), training=True)
+        class_logits, box_deltas = self.head(features, boxes_to_rois(roi_boxes), training=True)
         head_losses = fast_rcnn_loss(roi_labels, roi_targets, class_logits, box_deltas)
         return {
             "rpn_objectness_loss": objectness_loss,
@@ -315,7 +308,7 @@ class FasterRCNN(keras.Model):
         XLA-compiled for one image of ``image_size``, as Fast R-CNN's), ``rpn(features) ->
         (boxes, scores, valid)`` (a ``tf.function`` on TensorFlow's kernels: XLA has no
         dynamic-size NMS) and ``head(features, rois) -> (probabilities, deltas)``
-        (``utils.fast_rcnn.CompiledHead``, NumPy out). ``warm_up`` compiles them."""
+        (``utils.roi_heads.CompiledHead``, NumPy out). ``warm_up`` compiles them."""
         if self._parts is None:
 
             def rpn_stage(features):
@@ -351,14 +344,7 @@ class FasterRCNN(keras.Model):
 
     def checked_images(self, images) -> np.ndarray:
         """``images`` as a uint8 array ``[N, H, W, 3]`` of ``image_size``, or a clear error."""
-        images = np.asarray(images)
-        expected = (*self.image_size, 3)
-        if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
-            raise ValueError(
-                f"images has shape {images.shape} and dtype {images.dtype}: expected uint8 "
-                f"[N, {', '.join(map(str, expected))}] (the model's image_size, pixels 0..255)"
-            )
-        return images
+        return check_rgb_images(images, size=self.image_size)
 
     def get_config(self):
         config = super().get_config()
@@ -374,10 +360,11 @@ class FasterRCNN(keras.Model):
             rpn_samples_per_image=self.rpn_samples_per_image,
             roi_samples_per_image=self.roi_samples_per_image,
             foreground_fraction=self.foreground_fraction,
-            pool_size=self.head.pool_size,
-            hidden_units=self.head.hidden_units,
-            dropout=self.head.dropout,
-            pooling=self.head.pooling,
+            **{
+                k: v
+                for k, v in self.head.options().items()
+                if k not in ("spatial_scale", "num_classes")
+            },
         )
         return config
 
@@ -391,11 +378,17 @@ class FasterRCNN(keras.Model):
 def detect(model: FasterRCNN, image: np.ndarray, **options) -> Detections:
     """Faster R-CNN on one image ``[H, W, 3]``: ``Detections`` (boxes, labels, scores).
 
-    Backbone, RPN proposals, head, then ``utils.fast_rcnn.postprocess_detections``
+    Backbone, RPN proposals, head, then ``utils.roi_heads.postprocess_detections``
     (``options`` go to it: ``score_threshold``, ``nms_threshold``, ``max_detections``).
     Introduced in notebook 09.
     """
-    return detect_images(model, np.asarray(image)[None], progress=False, **options)[0][0]
+    (image,) = model.checked_images(np.asarray(image)[None])
+    backbone, rpn_stage, head = model.compiled_parts()
+    features = backbone(image[None])
+    boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(features))
+    boxes = boxes[valid]
+    probabilities, deltas = head(features, image_rois(boxes))
+    return postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
 
 
 def detect_images(
@@ -416,43 +409,34 @@ def detect_images(
     compiling is not counted. Introduced in notebook 09.
     """
     images = model.checked_images(images)
+    backbone, rpn_stage, head = model.compiled_parts()
     if len(images):
         model.warm_up()  # compile, so no timed call compiles
-        _detect_timed(model, images[0], options)
-    results, timing, seen = rcnn.time_per_image(
+        detect(model, images[0], **options)
+
+    def detect_one(index, timer):
+        image = images[index]
+        with timer("backbone"):
+            features = backbone(image[None])
+        with timer("rpn"):
+            boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(features))
+            boxes = boxes[valid]
+        with timer("head"):
+            probabilities, deltas = head(features, image_rois(boxes))
+        with timer("postprocess"):
+            detections = postprocess_detections(
+                probabilities, deltas, boxes, image.shape[:2], **options
+            )
+        return detections, len(boxes)
+
+    return time_per_image(
         len(images),
-        lambda index: _detect_timed(model, images[index], options),
+        detect_one,
         ("backbone", "rpn", "head", "postprocess"),
         description="Faster R-CNN detection",
+        proposal_stages=("rpn",),
         progress=progress,
     )
-    timing["total"] = sum(timing.values())
-    timing["detection"] = timing["total"] - timing["rpn"]
-    timing["proposals_per_image"] = seen / max(len(images), 1)
-    return results, timing
-
-
-def _detect_timed(model: FasterRCNN, image: np.ndarray, options: dict):
-    """One image through the three stages: ``(detections, seconds per stage, proposal count)``."""
-    backbone, rpn_stage, head = model.compiled_parts()
-    start = time.perf_counter()
-    features = backbone(image[None])
-    featured = time.perf_counter()
-    boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(features))
-    boxes = boxes[valid]
-    proposed = time.perf_counter()
-    rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], axis=1)
-    probabilities, deltas = head(features, rois)
-    scored = time.perf_counter()
-    detections = postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
-    done = time.perf_counter()
-    seconds = {
-        "backbone": featured - start,
-        "rpn": proposed - featured,
-        "head": scored - proposed,
-        "postprocess": done - scored,
-    }
-    return detections, seconds, len(boxes)
 
 
 # ---- training and the cached model ------------------------------------------------------
@@ -462,34 +446,22 @@ def _detect_timed(model: FasterRCNN, image: np.ndarray, options: dict):
 class FasterRCNNSettings:
     """How ``load_faster_rcnn`` builds and trains; every field is part of the cache key.
 
-    ``pooling`` is the head's RoI layer (``"roi_align"``: Mask R-CNN's refinement of RoI
-    pooling, kinder to a coarse 16x16 feature map); ``horizontal_flip`` and
-    ``vertical_flip`` mirror training images at random, boxes with them (a mirrored shape
-    keeps its class). Adam with a cosine-decaying ``learning_rate``.
+    ``recipe``: the RoI head and its training, shared with Fast R-CNN
+    (``utils.roi_heads.TrainingRecipe``; here with ``pooling="roi_align"``: Mask R-CNN's
+    RoIAlign with Detectron2's half-pixel correction, measured against RoI pooling in
+    notebook 09); the RPN's anchors (``anchor_sizes`` x ``anchor_ratios`` at every
+    feature-map cell) and the anchors it samples per image for its loss.
     """
 
     num_images: int
-    images_per_batch: int = 8
-    epochs: int = 16
-    learning_rate: float = 1e-3
+    recipe: TrainingRecipe
     anchor_sizes: tuple[float, ...] = rpn.ANCHOR_SIZES
     anchor_ratios: tuple[float, ...] = rpn.ANCHOR_RATIOS
     rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE
-    roi_samples_per_image: int = ROI_SAMPLES_PER_IMAGE
-    pool_size: int = POOL_SIZE
-    hidden_units: tuple[int, ...] = HIDDEN_UNITS
-    dropout: float = 0.0
-    pooling: str = "roi_align"
-    horizontal_flip: bool = True
-    vertical_flip: bool = True
-    seed: int = 0
 
 
 SETTINGS = MappingProxyType(
-    {
-        "full": FasterRCNNSettings(num_images=rcnn.TRAINING_IMAGES["full"]),
-        "fast": FasterRCNNSettings(num_images=rcnn.TRAINING_IMAGES["fast"], epochs=2),
-    }
+    {mode: FasterRCNNSettings(TRAINING_IMAGES[mode], RECIPES[mode]) for mode in ("full", "fast")}
 )
 
 
@@ -500,7 +472,7 @@ def build_faster_rcnn(
     num_classes: int = NUM_CLASSES,
     image_size: Sequence[int] = (128, 128),
 ) -> FasterRCNN:
-    """A ``FasterRCNN`` with the sizes of ``settings`` (the full-mode defaults when None).
+    """A ``FasterRCNN`` with the anchors and head of ``settings`` (full mode's when None).
 
     Introduced in notebook 09.
     """
@@ -513,179 +485,128 @@ def build_faster_rcnn(
         anchor_sizes=settings.anchor_sizes,
         anchor_ratios=settings.anchor_ratios,
         rpn_samples_per_image=settings.rpn_samples_per_image,
-        roi_samples_per_image=settings.roi_samples_per_image,
-        pool_size=settings.pool_size,
-        hidden_units=settings.hidden_units,
-        dropout=settings.dropout,
-        pooling=settings.pooling,
+        roi_samples_per_image=settings.recipe.rois_per_image,
+        foreground_fraction=settings.recipe.foreground_fraction,
         name="faster_rcnn",
+        **settings.recipe.head_options(),
     )
 
 
-def training_dataset(data: ShapesData, settings: FasterRCNNSettings):
+def training_dataset(data: ShapesData, recipe: TrainingRecipe):
     """The training batches: ``utils.shapes.to_tf_dataset``, shuffled (seeded), whole batches.
 
     Full batches only (``drop_remainder``), so every step sees ``images_per_batch`` images,
     also when a distribution strategy splits them. Introduced in notebook 09.
     """
     max_objects = max(1, max(len(labels) for labels in data.labels))
-    dataset = to_tf_dataset(data, shuffle=True, seed=settings.seed, max_objects=max_objects)
+    dataset = to_tf_dataset(data, shuffle=True, seed=recipe.seed, max_objects=max_objects)
     flips = [
-        axis
-        for axis, wanted in ((1, settings.horizontal_flip), (0, settings.vertical_flip))
+        (horizontal, float(data.images.shape[2 if horizontal else 1]))
+        for horizontal, wanted in (
+            (True, recipe.horizontal_flip),
+            (False, recipe.vertical_flip),
+        )
         if wanted
     ]
     if flips:
-        height, width = (float(side) for side in data.images.shape[1:3])
 
-        def random_flips(example, number):
+        def random_flips(example, coins):
             image, targets = example
             boxes = targets["boxes"]
-            for bit, axis in enumerate(flips):
-                flip = tf.bitwise.bitwise_and(tf.bitwise.right_shift(number, bit), 1) == 1
-                x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
-                if axis == 1:
-                    mirrored = tf.stack([width - x2, y1, width - x1, y2], axis=-1)
-                else:
-                    mirrored = tf.stack([x1, height - y2, x2, height - y1], axis=-1)
-                boxes = tf.where(flip, mirrored, boxes)
-                image = tf.where(flip, tf.reverse(image, axis=[axis]), image)
+            for (horizontal, size), coin in zip(flips, tf.unstack(coins), strict=True):
+                flip = coin < 0.5
+                boxes = tf.where(
+                    flip, box_ops.flip_boxes(boxes, size, horizontal=horizontal), boxes
+                )
+                image = tf.where(flip, tf.reverse(image, axis=[1 if horizontal else 0]), image)
             return image, {**targets, "boxes": boxes}
 
-        # New coin flips every epoch, the same ones in every run.
-        coins = tf.data.Dataset.random(seed=settings.seed, rerandomize_each_iteration=True)
+        # One uniform coin per flip and image: new ones every epoch, the same ones every run.
+        coins = tf.data.Dataset.random(seed=recipe.seed, rerandomize_each_iteration=True).map(
+            lambda number: tf.random.stateless_uniform(
+                (len(flips),), seed=tf.stack([number, number // 2])
+            )
+        )
         dataset = tf.data.Dataset.zip(dataset, coins).map(random_flips)
-    return dataset.batch(min(settings.images_per_batch, len(data)), drop_remainder=True)
+    return dataset.batch(min(recipe.images_per_batch, len(data)), drop_remainder=True)
 
 
 def train_faster_rcnn(
     model: FasterRCNN,
     data: ShapesData,
-    settings: FasterRCNNSettings,
+    recipe: TrainingRecipe,
     *,
     verbose: bool = True,
 ) -> dict[str, list[float]]:
     """Approximate joint training with Adam (cosine-decayed learning rate); the Keras history.
 
-    The history holds per-epoch means of ``loss`` and each of ``LOSS_NAMES``.
-    Introduced in notebook 09.
+    The history holds per-epoch means of ``loss`` and each of ``LOSS_NAMES``. The training
+    step samples RoIs in NumPy (``tf.numpy_function``), which XLA cannot compile, so it is
+    compiled with ``jit_compile=False`` on every device. Introduced in notebook 09.
     """
-    dataset = training_dataset(data, settings)
-    steps = settings.epochs * int(dataset.cardinality())
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, max(steps, 1))
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    history = model.fit(
+    dataset = training_dataset(data, recipe)
+    return fit_with_adam(
+        model,
         dataset,
-        epochs=settings.epochs,
+        epochs=recipe.epochs,
+        steps_per_epoch=max(int(dataset.cardinality()), 1),
+        learning_rate=recipe.learning_rate,
+        printer=EpochPrinter({name.replace("_loss", ""): name for name in LOSS_NAMES}),
+        verbose=verbose,
         shuffle=False,
-        verbose=0,
-        callbacks=[epoch_printer({name.replace("_loss", ""): name for name in LOSS_NAMES})]
-        if verbose
-        else [],
+        jit_compile=False,
     )
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def faster_rcnn_backbone(
-    fast: bool | None = None, *, verbose: bool = True
-) -> tuple[keras.Model, int]:
-    """The course backbone's feature extractor (a fresh, trainable copy) and its stride.
-
-    ``utils.backbone.load_course_backbone`` (loaded from ``data/`` or trained; it prints
-    which), then ``clone_features()``, so training the detector never changes the cached
-    backbone. Introduced in notebook 09.
-    """
-    course_backbone = load_course_backbone(verbose, fast=fast)
-    return course_backbone.clone_features(), course_backbone.stride
-
-
-def _backbone_identity(fast: bool | None) -> str:
-    """What identifies the course backbone's weights, for the cache key."""
-    return backbone_identity(fast)
-
-
-def faster_rcnn_cache_path(fast: bool | None = None) -> Path:
-    """Where ``load_faster_rcnn`` keeps a mode's model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``.
-
-    The key hashes the training settings, the RPN settings, the data and the backbone's
-    identity, so changing any of them retrains instead of loading a stale model.
+def faster_rcnn_cache_path(
+    mode: str | None = None, settings: FasterRCNNSettings | None = None
+) -> Path:
+    """Where ``load_faster_rcnn`` keeps a model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``
+    (``utils.detection_data.detector_cache_path``; the RPN's constants are in the key too).
     Introduced in notebook 09.
     """
-    mode = mode_name(fast)
-    settings = {
-        "training": asdict(SETTINGS[mode]),
-        "rpn": [
-            rpn.POSITIVE_IOU,
-            rpn.NEGATIVE_IOU,
-            rpn.POSITIVE_FRACTION,
-            rpn.NMS_THRESHOLD,
-            rpn.PRE_NMS_TOP_N,
-            rpn.POST_NMS_TOP_N,
-            rpn.MIN_PROPOSAL_SIZE,
-        ],
-        "data": [rcnn.DETECTION_SEED, rcnn.DETECTION_DIFFICULTY],
-        "backbone": _backbone_identity(fast),
-    }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return FASTER_RCNN_CACHE_DIR / f"faster_rcnn-{mode}-{key}.keras"
-
-
-@dataclass(frozen=True, eq=False)
-class FasterRCNNInfo:
-    """What ``load_faster_rcnn`` did: ``source`` "cache" or "trained", the cache ``path``,
-    the training ``history`` (per-epoch losses), ``training_seconds`` (as measured when it
-    was trained), the number of training images and the ``settings``."""
-
-    source: str
-    path: Path
-    history: dict
-    training_seconds: float
-    num_images: int
-    settings: FasterRCNNSettings
+    mode = resolve_mode(mode)
+    settings = SETTINGS[mode] if settings is None else settings
+    constants = [
+        rpn.POSITIVE_IOU,
+        rpn.NEGATIVE_IOU,
+        rpn.POSITIVE_FRACTION,
+        rpn.NMS_THRESHOLD,
+        rpn.PRE_NMS_TOP_N,
+        rpn.POST_NMS_TOP_N,
+        rpn.MIN_PROPOSAL_SIZE,
+    ]
+    return detector_cache_path(
+        FASTER_RCNN_CACHE_DIR, "faster_rcnn", mode, settings, {"rpn": constants}, proposals=False
+    )
 
 
 def load_faster_rcnn(
-    *, fast: bool | None = None, retrain: bool = False, verbose: bool = True
-) -> tuple[FasterRCNN, FasterRCNNInfo]:
+    *,
+    mode: str | None = None,
+    settings: FasterRCNNSettings | None = None,
+    retrain: bool = False,
+    verbose: bool = True,
+) -> tuple[FasterRCNN, TrainingInfo]:
     """The trained Faster R-CNN of a mode: from ``data/faster_rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically on the shared
-    detection training images (``utils.rcnn.detection_training_set``), starting from the
-    course backbone, then writes the model and its training record atomically (temporary
-    files renamed into place), so a parallel run never reads half a file. A cache file that
-    cannot be read is retrained over. Full and fast mode are cached separately (``fast``
-    defaults to the current mode). Prints one line saying which it did. Returns
-    ``(model, FasterRCNNInfo)``. Introduced in notebook 09; notebook 10 reuses it.
+    detection training images, starting from a copy of the course backbone
+    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults to
+    the current one; ``settings`` (default ``SETTINGS[mode]``) trains a variant (another RoI
+    op, other anchors), cached under its own key. Returns ``(model,
+    utils.cache.TrainingInfo)``. Introduced in notebook 09; notebook 10 reuses it.
     """
-    mode = mode_name(fast)
-    settings = SETTINGS[mode]
-    path = faster_rcnn_cache_path(fast)
+    mode = resolve_mode(mode)
+    settings = SETTINGS[mode] if settings is None else settings
 
-    def train() -> Trained:
-        data = rcnn.detection_training_set(settings.num_images)
-        backbone, stride = faster_rcnn_backbone(fast, verbose=verbose)
-        keras.utils.set_random_seed(settings.seed)
-        model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
-        start = time.perf_counter()
-        history = train_faster_rcnn(model, data, settings, verbose=verbose)
-        return Trained(model, history, len(data), time.perf_counter() - start)
+    def fit(backbone, stride, data, proposals):
+        size = data.images.shape[1:3]
+        model = build_faster_rcnn(backbone, stride, settings, image_size=size)
+        history = train_faster_rcnn(model, data, settings.recipe, verbose=verbose)
+        return model, history, len(data)
 
-    source, model, record = load_or_train(
-        "Faster R-CNN",
-        mode,
-        path,
-        train,
-        size_key="num_images",
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
+    path = faster_rcnn_cache_path(mode, settings)
+    return load_detector(
+        "Faster R-CNN", path, mode, settings, fit, proposals=False, retrain=retrain, verbose=verbose
     )
-    info = FasterRCNNInfo(
-        source,
-        path,
-        record["history"],
-        record["training_seconds"],
-        record["num_images"],
-        settings,
-    )
-    return model, info

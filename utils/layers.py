@@ -541,3 +541,58 @@ class SpatialPyramidPooling(keras.layers.Layer):
         config = super().get_config()
         config.update(levels=self.levels, spatial_scale=self.spatial_scale)
         return config
+
+
+# ---- RoI formats and the bin rule in NumPy ------------------------------------------------
+
+
+def roi_pool_bins(
+    box, spatial_scale: float, pool_size: int | tuple[int, int], feature_size: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """The feature-map cells each of ``RoIPooling``'s bins takes its max over, for one box.
+
+    ``box`` ``(x1, y1, x2, y2)`` in image pixels, ``feature_size`` ``(H, W)``. The rule of
+    ``utils.layers.RoIPooling`` (torchvision ``roi_pool``): corners times
+    ``spatial_scale`` rounded half away from zero, inclusive end, bin ``i`` spans
+    ``[floor(i * bin), ceil((i + 1) * bin))`` cells, clipped to the map. Returns int
+    arrays ``"rows"`` ``[PH, 2]`` and ``"columns"`` ``[PW, 2]`` of ``[start, end)`` cell
+    ranges, and ``"projected"``, the box on the map before rounding (float ``[4]``), so a
+    notebook can draw both. NumPy, for drawing and checking. Introduced in notebook 08.
+    """
+    pool_height, pool_width = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
+    projected = np.asarray(box, np.float32).reshape(4) * np.float32(spatial_scale)
+    corners = np.sign(projected) * np.floor(np.abs(projected) + 0.5)
+    edges = {}
+    for name, pooled, start, end, size in (
+        ("rows", pool_height, corners[1], corners[3], feature_size[0]),
+        ("columns", pool_width, corners[0], corners[2], feature_size[1]),
+    ):
+        bin_size = np.float32(max(end - start + 1, 1)) / np.float32(pooled)
+        index = np.arange(pooled, dtype=np.float32)
+        low = np.clip(np.floor(index * bin_size) + start, 0, size)
+        high = np.clip(np.ceil((index + 1) * bin_size) + start, 0, size)
+        edges[name] = np.stack([low, high], axis=1).astype(np.int64)
+    edges["projected"] = projected
+    return edges
+
+
+def boxes_to_rois(boxes):
+    """Per-image boxes ``[B, S, 4]`` to RoI rows ``[B * S, 5]`` of ``(batch_index, x1, y1, x2, y2)``.
+
+    The layout the RoI layers take (torchvision's ``convert_boxes_to_roi_format``), with
+    ``keras.ops``. Introduced in notebook 08.
+    """
+    boxes = ops.cast(boxes, "float32")
+    batch, count = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    index = ops.cast(ops.arange(batch), "float32")
+    index = ops.broadcast_to(index[:, None, None], (batch, count, 1))
+    return ops.reshape(ops.concatenate([index, boxes], axis=-1), (-1, 5))
+
+
+def image_rois(boxes) -> np.ndarray:
+    """One image's boxes ``[P, 4]`` as RoI rows ``[P, 5]`` with batch index 0 (NumPy).
+
+    Introduced in notebook 08.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], axis=1)

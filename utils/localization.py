@@ -21,28 +21,14 @@ import keras
 import numpy as np
 
 from utils import boxes as box_ops
+from utils.checks import check_count, check_number, check_pair
 
 OUTPUTS = ("label", "box")
 """The localizer's output names, the same keys as ``utils.shapes.to_tf_dataset`` targets."""
 
 
-def _image_size(image_size) -> tuple[int, int]:
-    """``image_size`` (an int or ``(height, width)``) as ``(height, width)``."""
-    if isinstance(image_size, int | np.integer) and not isinstance(image_size, bool):
-        image_size = (int(image_size), int(image_size))
-    valid = (
-        isinstance(image_size, tuple | list)
-        and len(image_size) == 2
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in image_size)
-        and min(image_size) > 0
-    )
-    if not valid:
-        raise ValueError(f"image_size={image_size!r}: expected a positive int or (height, width)")
-    return int(image_size[0]), int(image_size[1])
-
-
 def _scale(image_size) -> np.ndarray:
-    height, width = _image_size(image_size)
+    height, width = check_pair("image_size", image_size)
     return np.array([width, height, width, height], dtype=np.float32)
 
 
@@ -60,23 +46,6 @@ def decode_boxes(predictions, image_size) -> np.ndarray:
     Introduced in notebook 06."""
     predictions = np.asarray(predictions, np.float32) * _scale(image_size)
     return box_ops.cxcywh_to_xyxy(predictions).astype(np.float32)
-
-
-def paired_iou(boxes_a, boxes_b) -> np.ndarray:
-    """IoU of each box with its partner, ``[N, 4], [N, 4] -> [N]``: the diagonal of
-    ``utils.boxes.iou``, computed in chunks so memory stays small. Introduced in
-    notebook 06."""
-    boxes_a = np.asarray(boxes_a, np.float32)
-    boxes_b = np.asarray(boxes_b, np.float32)
-    if boxes_a.ndim != 2 or boxes_a.shape != boxes_b.shape or boxes_a.shape[1] != 4:
-        raise ValueError(
-            f"boxes_a {boxes_a.shape} and boxes_b {boxes_b.shape}: expected two [N, 4] arrays"
-        )
-    chunks = [
-        np.diag(box_ops.iou(boxes_a[start : start + 256], boxes_b[start : start + 256]))
-        for start in range(0, len(boxes_a), 256)
-    ]
-    return np.concatenate(chunks, dtype=np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def build_localizer(
@@ -99,8 +68,7 @@ def build_localizer(
     weights train with the heads unless ``backbone.trainable`` is False.
     Introduced in notebook 06.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r}: expected an integer >= 2")
+    check_count("num_classes", num_classes, minimum=2)
     if input_shape is None:
         input_shape = tuple(backbone.input.shape[1:])
     input_shape = tuple(input_shape)
@@ -134,8 +102,7 @@ def compile_localizer(model: keras.Model, alpha: float, *, learning_rate=1e-3) -
     alpha}``. Logged as ``label_loss`` and ``box_loss`` (unweighted) plus ``loss`` (the
     weighted sum) and ``label_accuracy``. Introduced in notebook 06.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
-        raise ValueError(f"alpha={alpha!r}: expected a number >= 0")
+    check_number("alpha", alpha, 0.0)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss={"label": "sparse_categorical_crossentropy", "box": "mean_absolute_error"},
@@ -161,7 +128,7 @@ def evaluate_localizer(model: keras.Model, images, labels, boxes, *, batch_size:
     predicted_labels = probabilities.argmax(axis=1).astype(np.int32)
     boxes_out = np.concatenate([np.asarray(o["box"]) for o in outputs])
     predicted_boxes = decode_boxes(boxes_out, images.shape[1:3])
-    overlaps = paired_iou(predicted_boxes, boxes)
+    overlaps = box_ops.paired_iou(predicted_boxes, np.asarray(boxes, np.float32))
     return {
         "accuracy": float(np.mean(predicted_labels == np.asarray(labels))),
         "mean_iou": float(overlaps.mean()),

@@ -13,11 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.boxes import encode, iou
+from utils.checks import check_count, check_fraction, check_threshold_order
 
-BACKGROUND = -1
-"""``match_boxes`` result for a box below the low threshold."""
-IGNORED = -2
-"""``match_boxes`` result for a box between the thresholds: neither trained as object nor as background."""
+# What ``match_boxes`` gives a box that matches no ground truth (torchvision Matcher's names).
+BELOW_LOW_THRESHOLD = -1
+"""``match_boxes`` result for a box whose best IoU is below the low threshold."""
+BETWEEN_THRESHOLDS = -2
+"""``match_boxes`` result for a box between the thresholds."""
+
+# Training labels: one table for the labels of proposals, anchors and sampled RoIs.
+IGNORED = -1
+"""Not trained on: a box between the thresholds, or a padding row."""
+BACKGROUND = 0
+"""A background proposal or RoI, a negative anchor."""
+FOREGROUND = 1
+"""An anchor on an object (the RPN's positive label); an RoI of class ``c`` has label ``c + 1``."""
 
 
 def match_boxes(
@@ -30,26 +40,22 @@ def match_boxes(
     """Match each box (column) to its best ground truth (row) of an IoU matrix ``[G, N]``.
 
     Returns int64 ``[N]``: the index of the matched ground-truth box where the best IoU
-    is >= ``high_threshold``, ``BACKGROUND`` (-1) where it is < ``low_threshold``,
-    ``IGNORED`` (-2) in between. With ``allow_low_quality_matches`` (the RPN rule), each
+    is >= ``high_threshold``, ``BELOW_LOW_THRESHOLD`` (-1) where it is < ``low_threshold``,
+    ``BETWEEN_THRESHOLDS`` (-2) in between. With ``allow_low_quality_matches`` (the RPN rule), each
     ground-truth box also claims the boxes that tie for its highest IoU, but only when
     that IoU is > 0: a ground-truth box that touches no box claims nothing.
     """
     overlaps = np.asarray(overlaps, dtype=np.float64)
     if overlaps.ndim != 2:
         raise ValueError(f"overlaps has shape {overlaps.shape}: expected an IoU matrix [G, N]")
-    if not 0.0 <= low_threshold <= high_threshold <= 1.0:
-        raise ValueError(
-            f"low_threshold={low_threshold}, high_threshold={high_threshold}: "
-            "expected 0 <= low <= high <= 1"
-        )
+    check_threshold_order("low_threshold", low_threshold, "high_threshold", high_threshold)
     count = overlaps.shape[1]
     if overlaps.shape[0] == 0:
-        return np.full(count, BACKGROUND, np.int64)
+        return np.full(count, BELOW_LOW_THRESHOLD, np.int64)
     matches = overlaps.argmax(axis=0).astype(np.int64)
     best = overlaps.max(axis=0)
-    matches[best < high_threshold] = IGNORED
-    matches[best < low_threshold] = BACKGROUND
+    matches[best < high_threshold] = BETWEEN_THRESHOLDS
+    matches[best < low_threshold] = BELOW_LOW_THRESHOLD
     if allow_low_quality_matches and count:
         best_per_truth = overlaps.max(axis=1, keepdims=True)
         _, box = np.nonzero((overlaps == best_per_truth) & (best_per_truth > 0))
@@ -62,10 +68,10 @@ def match_boxes(
 class ProposalTargets:
     """What each proposal should predict: class (0 = background) and box deltas."""
 
-    labels: np.ndarray  # int64 [P]: 0 background, c + 1 for class c, -1 ignored
+    labels: np.ndarray  # int64 [P]: BACKGROUND (0), c + 1 for class c, IGNORED (-1)
     regression_targets: np.ndarray  # float32 [P, 4], zeros where not foreground
     matched_iou: np.ndarray  # float32 [P], best IoU with any ground truth
-    matched_index: np.ndarray  # int64 [P], ground-truth index (-1 background, -2 ignored)
+    matched_index: np.ndarray  # int64 [P], ground-truth index, or a match_boxes code (< 0)
 
 
 def label_proposals(
@@ -97,7 +103,7 @@ def label_proposals(
         overlaps = np.zeros((0, len(proposals)), np.float32)
     matches = match_boxes(overlaps, foreground_iou, background_iou)
     foreground = matches >= 0
-    labels = np.where(matches == IGNORED, -1, 0).astype(np.int64)
+    labels = np.where(matches == BETWEEN_THRESHOLDS, IGNORED, BACKGROUND).astype(np.int64)
     labels[foreground] = ground_truth_labels[matches[foreground]] + 1
     targets = np.zeros((len(proposals), 4), np.float32)
     if foreground.any():
@@ -121,12 +127,10 @@ def sample_balanced(
     int64 indices, foreground first.
     """
     labels = np.asarray(labels)
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples}: expected a positive count")
-    if not 0.0 <= foreground_fraction <= 1.0:
-        raise ValueError(f"foreground_fraction={foreground_fraction}: expected a value in [0, 1]")
-    foreground = np.flatnonzero(labels > 0)
-    background = np.flatnonzero(labels == 0)
+    check_count("num_samples", num_samples)
+    check_fraction("foreground_fraction", foreground_fraction)
+    foreground = np.flatnonzero(labels > BACKGROUND)
+    background = np.flatnonzero(labels == BACKGROUND)
     num_foreground = min(len(foreground), int(num_samples * foreground_fraction))
     num_background = min(len(background), num_samples - num_foreground)
     chosen_foreground = rng.choice(foreground, num_foreground, replace=False)

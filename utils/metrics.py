@@ -33,13 +33,13 @@ def average_precision(recall, precision, method="all-point"):
     Introduced in notebook 07.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method={method!r}: expected one of {METHODS}")
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if recall.shape != precision.shape or recall.ndim != 1:
         raise ValueError(
-            f"recall and precision must be 1-D and the same length, got shapes "
-            f"{recall.shape} and {precision.shape}"
+            f"recall has shape {recall.shape} and precision {precision.shape}: expected two "
+            "1-D arrays of the same length"
         )
     if method == "11-point":
         return float(
@@ -58,23 +58,22 @@ def average_precision(recall, precision, method="all-point"):
 
 def _checked_image(entry, index, argument, fields):
     """One image's arrays from ``entry``, checking their shapes agree."""
-    if not isinstance(entry, (list, tuple)) or len(entry) != len(fields):
-        raise ValueError(
-            f"{argument}[{index}] must be a tuple ({', '.join(fields)}), got {entry!r}"
-        )
+    # A tuple, a list, or anything that unpacks into its fields (utils.roi_heads.Detections).
+    parts = tuple(entry) if not isinstance(entry, np.ndarray | str) else ()
+    if len(parts) != len(fields):
+        raise ValueError(f"{argument}[{index}]={entry!r}: expected a tuple ({', '.join(fields)})")
+    entry = parts
     boxes = np.asarray(entry[0], dtype=np.float32)
     if boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"{argument}[{index}] boxes must have shape [N, 4], got shape {boxes.shape}"
-        )
+        raise ValueError(f"{argument}[{index}] boxes have shape {boxes.shape}: expected [N, 4]")
     arrays = [boxes] + [np.asarray(values).reshape(-1) for values in entry[1:]]
     lengths = [len(array) for array in arrays]
     if len(set(lengths)) != 1:
         raise ValueError(
-            f"{argument}[{index}] must have one {'/'.join(fields[1:])} entry per box, "
-            f"got lengths {dict(zip(fields, lengths, strict=True))}"
+            f"{argument}[{index}] has lengths {dict(zip(fields, lengths, strict=True))}: "
+            f"expected one {'/'.join(fields[1:])} entry per box"
         )
     return arrays
 
@@ -125,13 +124,13 @@ def mean_average_precision(ground_truths, detections, iou_threshold=0.5, method=
     """
     if len(ground_truths) != len(detections):
         raise ValueError(
-            "ground_truths and detections must have one entry per image, got "
-            f"{len(ground_truths)} and {len(detections)}"
+            f"ground_truths has {len(ground_truths)} entries and detections {len(detections)}: "
+            "expected one per image"
         )
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method={method!r}: expected one of {METHODS}")
     if not 0 < iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
+        raise ValueError(f"iou_threshold={iou_threshold!r}: expected a number in (0, 1]")
     ground_truths = [
         _checked_image(entry, index, "ground_truths", ("boxes", "labels"))
         for index, entry in enumerate(ground_truths)

@@ -28,11 +28,40 @@ def _grid_shape(count: int, ncols: int) -> tuple[int, int]:
     return math.ceil(count / ncols), ncols
 
 
-def _subplots(nrows: int, ncols: int, cell_size: float, *, titled: bool, suptitle: str | None):
+def _panels(count: int, ncols: int, cell_size: float, *, titled: bool, suptitle: str | None):
+    """A figure of ``count`` panels in rows of ``ncols``: ``(figure, axes)``, axes switched
+    off (the spare ones at the end of the last row too); ``axes`` holds the first ``count``."""
+    nrows, ncols = _grid_shape(count, check_count("ncols", ncols))
     # Each row gets room for its titles and a gap, so square images never touch.
     row_height = cell_size + (0.35 if titled else 0.15)
     height = row_height * nrows + (0.35 if suptitle else 0.0)
-    return plt.subplots(nrows, ncols, figsize=(cell_size * ncols, height), squeeze=False)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(cell_size * ncols, height), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure, list(axes.flat)[:count]
+
+
+def _outline(ax, box, color, *, linestyle: str = "-", linewidth: float = 1.5) -> None:
+    """An unfilled rectangle on ``ax`` for one xyxy ``box``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(
+        Rectangle(
+            (x1, y1),
+            x2 - x1,
+            y2 - y1,
+            fill=False,
+            edgecolor=color,
+            linestyle=linestyle,
+            linewidth=linewidth,
+        )
+    )
+
+
+def _finish(figure, suptitle: str | None):
+    if suptitle:
+        figure.suptitle(suptitle)
+    figure.tight_layout()
+    return figure
 
 
 def image_grid(
@@ -50,22 +79,15 @@ def image_grid(
         raise ValueError(
             f"titles has {len(titles)} entries: expected one per image ({len(images)})"
         )
-    nrows, ncols = _grid_shape(len(images), ncols)
-    fig, axes = _subplots(nrows, ncols, cell_size, titled=titles is not None, suptitle=suptitle)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index >= len(images):
-            continue
+    fig, axes = _panels(len(images), ncols, cell_size, titled=titles is not None, suptitle=suptitle)
+    for index, ax in enumerate(axes):
         image = np.asarray(images[index])
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
         ax.imshow(image, cmap=cmap if image.ndim == 2 else None)
         if titles is not None:
             ax.set_title(titles[index], fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, suptitle)
 
 
 def feature_map_grid(
@@ -117,20 +139,15 @@ def filter_grid(
         raise ValueError(
             f"kernels has shape {kernels.shape}: expected [kh, kw, in, out] or [N, kh, kw]"
         )
-    nrows, ncols = _grid_shape(len(kernels), ncols)
-    fig, axes = _subplots(nrows, ncols, cell_size, titled=titles is not None, suptitle=suptitle)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index >= len(kernels):
-            continue
+    fig, axes = _panels(
+        len(kernels), ncols, cell_size, titled=titles is not None, suptitle=suptitle
+    )
+    for index, ax in enumerate(axes):
         limit = float(np.abs(kernels[index]).max()) or 1.0
         ax.imshow(kernels[index], cmap="bwr", vmin=-limit, vmax=limit)
         if titles is not None:
             ax.set_title(titles[index], fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, suptitle)
 
 
 def save_figure(fig, name: str, directory: Path | str | None = None) -> Path:
@@ -177,20 +194,11 @@ def draw_boxes(
             title = ", ".join(name(int(label)) for label in labels)
     else:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        for index, (x1, y1, x2, y2) in enumerate(boxes):
+        for index, box in enumerate(boxes):
             label = None if labels is None else int(labels[index])
             color = colors[0 if label is None else label % len(colors)]
-            ax.add_patch(
-                Rectangle(
-                    (x1, y1),
-                    x2 - x1,
-                    y2 - y1,
-                    fill=False,
-                    edgecolor=color,
-                    linewidth=1.5,
-                    linestyle=linestyle,
-                )
-            )
+            _outline(ax, box, color, linestyle=linestyle)
+            x1, y1 = box[:2]
             text = "" if label is None else name(label)
             if scores is not None:
                 text = f"{text} {float(scores[index]):.2f}".strip()
@@ -215,22 +223,14 @@ def draw_boxes(
 def draw_examples(data, count: int = 16, *, ncols: int = 8, cell_size: float = 1.6):
     """Draw the first ``count`` images of a ``utils.shapes.ShapesData`` with their boxes and
     class names; return the Figure. Introduced in notebook 02."""
-    check_count("count", count)
-    count = min(count, len(data))
-    nrows, ncols = _grid_shape(count, check_count("ncols", ncols))
-    figure, axes = plt.subplots(
-        nrows, ncols, figsize=(cell_size * ncols, cell_size * nrows), squeeze=False
-    )
-    for index, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if index >= count:
-            continue
+    count = min(check_count("count", count), len(data))
+    figure, axes = _panels(count, ncols, cell_size, titled=False, suptitle=None)
+    for index, ax in enumerate(axes):
         boxes = None if data.boxes is None else data.boxes[index]
         draw_boxes(
             data.images[index], boxes, data.labels[index], class_names=data.class_names, ax=ax
         )
-    figure.tight_layout()
-    return figure
+    return _finish(figure, None)
 
 
 def draw_localizations(
@@ -252,28 +252,94 @@ def draw_localizations(
         )
     if titles is not None and len(titles) != count:
         raise ValueError(f"titles has {len(titles)} entries: expected one per image ({count})")
-    nrows, ncols = _grid_shape(count, ncols)
-    figure, axes = plt.subplots(
-        nrows, ncols, figsize=(cell_size * ncols, (cell_size + 0.3) * nrows), squeeze=False
-    )
-    for index, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if index >= count:
-            continue
+    figure, axes = _panels(count, ncols, cell_size, titled=titles is not None, suptitle=None)
+    for index, ax in enumerate(axes):
         draw_boxes(images[index], true_boxes[index], ax=ax)
-        x1, y1, x2, y2 = np.asarray(predicted_boxes[index], np.float32)
-        ax.add_patch(
-            Rectangle(
-                (x1, y1),
-                x2 - x1,
-                y2 - y1,
-                fill=False,
-                edgecolor="red",
-                linestyle="--",
-                linewidth=1.5,
-            )
-        )
+        _outline(ax, np.asarray(predicted_boxes[index], np.float32), "red", linestyle="--")
         if titles is not None:
             ax.set_title(titles[index], fontsize=7)
+    return _finish(figure, None)
+
+
+def draw_detections(
+    images,
+    detections,
+    class_names: Sequence[str],
+    *,
+    ground_truths=None,
+    min_score: float = 0.5,
+    ncols: int = 4,
+    cell_size: float = 2.2,
+    axes=None,
+    suptitle: str | None = None,
+):
+    """Detections on their images, one panel each; return the Figure.
+
+    ``detections``: one ``(boxes, labels, scores)`` per image (``utils.roi_heads.Detections``
+    unpacks so); only those scoring at least ``min_score`` are drawn, with class name and
+    score. ``ground_truths`` (one ``(boxes, labels)`` per image), when given, are drawn
+    as dashed white boxes, so a missed object shows. ``axes`` draws into existing
+    axes (one per image) instead of a new grid. Introduced in notebook 07.
+    """
+    count = len(images)
+    if len(detections) != count or count == 0:
+        raise ValueError(
+            f"images has {count} entries and detections {len(detections)}: expected one "
+            "per image, and at least one"
+        )
+    if axes is None:
+        figure, axes = _panels(count, ncols, cell_size, titled=False, suptitle=suptitle)
+    else:
+        axes = list(np.ravel(axes))
+        figure = axes[0].figure
+    for index in range(count):
+        ax = axes[index]
+        boxes, labels, scores = detections[index]
+        keep = np.asarray(scores) >= min_score
+        draw_boxes(
+            images[index],
+            np.asarray(boxes)[keep],
+            np.asarray(labels)[keep],
+            scores=np.asarray(scores)[keep],
+            class_names=class_names,
+            ax=ax,
+        )
+        if ground_truths is not None:
+            truth_boxes = ground_truths[index][0]
+            for box in np.asarray(truth_boxes, np.float32).reshape(-1, 4):
+                _outline(ax, box, "white", linestyle="--", linewidth=1.0)
+    return _finish(figure, suptitle)
+
+
+def plot_pr_curves(result: dict, class_names: Sequence[str], *, cell_size: float = 2.4):
+    """Precision-recall curves of ``utils.metrics.mean_average_precision``'s result, one panel
+    per class: the raw precision (grey), its monotone envelope, and shaded, the area under
+    the envelope that all-point AP integrates (so the shaded area is the AP in the title).
+    Return the Figure. Introduced in notebook 07."""
+    from utils.metrics import precision_envelope
+
+    figure, axes = plt.subplots(
+        1, len(class_names), figsize=(cell_size * len(class_names), cell_size + 0.4), sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    for label, ax in enumerate(axes):
+        recall = np.asarray(result["recall"].get(label, []), np.float64)
+        precision = np.asarray(result["precision"].get(label, []), np.float64)
+        average = result["AP"].get(label, float("nan"))
+        if len(recall):
+            envelope = precision_envelope(precision)
+            # AP sums envelope[i] * (recall[i] - recall[i - 1]): each envelope value covers
+            # the recall step that ends at it, which matplotlib calls step "pre".
+            steps_recall = np.concatenate([[0.0], recall])
+            steps_envelope = np.concatenate([envelope[:1], envelope])
+            ax.fill_between(steps_recall, steps_envelope, step="pre", alpha=0.25, label="area = AP")
+            ax.plot(recall, precision, color="0.6", linewidth=1, label="precision")
+            ax.step(steps_recall, steps_envelope, where="pre", label="envelope")
+        ax.set_title(f"{class_names[label]}: AP {average:.2f}")
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("precision")
+    axes[0].legend(loc="lower left", fontsize=7)
     figure.tight_layout()
     return figure

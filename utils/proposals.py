@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.boxes import iou
+from utils.boxes import iou, remove_small_boxes
+from utils.checks import check_choice, check_count, check_number, check_rgb_image
 from utils.course import DATA_DIR
 
 MODES = ("fast", "quality")
@@ -62,17 +63,11 @@ def selective_search(
         segmentation = cv2.ximgproc.segmentation
     except (ImportError, AttributeError):
         raise ImportError(CONTRIB_MISSING) from None
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"image has shape {image.shape} and dtype {image.dtype}: expected RGB uint8 [H, W, 3]"
-        )
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-    if max_proposals is not None and max_proposals < 1:
-        raise ValueError(f"max_proposals={max_proposals}: expected a positive count or None")
-    if min_size < 0:
-        raise ValueError(f"min_size={min_size}: expected a non-negative number of pixels")
+    image = check_rgb_image(image)
+    check_choice("mode", mode, MODES)
+    if max_proposals is not None:
+        check_count("max_proposals", max_proposals)
+    check_number("min_size", min_size, 0.0)
     search = segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(np.ascontiguousarray(image[..., ::-1]))  # OpenCV works in BGR
     if mode == "fast":
@@ -82,8 +77,7 @@ def selective_search(
     _seed_c_random(seed)
     rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)
     boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
-    keep = (rects[:, 2] >= min_size) & (rects[:, 3] >= min_size)
-    boxes = boxes[keep]
+    boxes = boxes[remove_small_boxes(boxes, min_size)]
     _, first = np.unique(boxes, axis=0, return_index=True)
     boxes = boxes[np.sort(first)]
     return boxes[:max_proposals] if max_proposals is not None else boxes

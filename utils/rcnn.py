@@ -10,24 +10,19 @@ The pipeline, one piece per function:
    (``build_patch_classifier``), trained on IoU-labelled proposals sampled 25 %
    foreground (``make_patch_training_set``, ``train_patch_classifier``);
 4. per class: decode the box deltas, clip, drop scores below a threshold, non-maximum
-   suppression (``postprocess``, ``detect``).
+   suppression (``utils.roi_heads.postprocess_detections``, the same post-processing as Fast
+   and Faster R-CNN; ``detect``).
 
 The original paper scored patches with per-class linear SVMs on the fine-tuned CNN's
 features; Fast R-CNN showed a softmax head is as good, and the rest of the course uses
 one, so this does too. Box deltas follow ``utils.boxes.encode`` with the RoI head's
-weights ``BOX_WEIGHTS`` (10, 10, 5, 5), as ``utils.matching.label_proposals`` makes them.
-
-The validation images, proposal settings and trained model defined here are shared:
-notebooks 08 and 10 compare Fast and Faster R-CNN against this R-CNN on
-``detection_validation_set()`` with ``detection_proposals`` and ``load_rcnn()``.
-Introduced in notebook 07.
+weights ``utils.roi_heads.BOX_WEIGHTS`` (10, 10, 5, 5), as ``utils.matching.label_proposals``
+makes them. The training and validation images and their proposals are the shared bench
+of ``utils.detection_data``. Introduced in notebook 07.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,41 +33,37 @@ import keras
 import numpy as np
 from keras import ops
 
-from utils import boxes as box_ops
-from utils.backbone import backbone_identity, load_course_backbone
-from utils.cache import Trained, epoch_printer, load_or_train, mode_name
-from utils.course import DATA_DIR
-from utils.matching import label_proposals, sample_balanced
-from utils.proposals import proposals_for_images
-from utils.shapes import CLASS_NAMES, ShapesData, make_shapes
+from utils.cache import TrainingInfo
+from utils.checks import (
+    check_boxes,
+    check_count,
+    check_fraction,
+    check_rgb_image,
+    check_same_length,
+)
+from utils.course import DATA_DIR, resolve_mode
+from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.losses import smooth_l1, true_class_deltas
+from utils.matching import BACKGROUND, label_proposals, sample_balanced
+from utils.profiling import time_per_image
+from utils.roi_heads import BOX_WEIGHTS, NUM_CLASSES, Detections, postprocess_detections
+from utils.shapes import ShapesData
+from utils.training import EpochPrinter, fit_with_adam
 
-NUM_CLASSES = len(CLASS_NAMES)
-"""K, the shape classes; the classifier has K + 1 outputs, index 0 is background."""
-DETECTION_SEED = 7
-"""The seed of the shared shapes detection sets (train and validation splits)."""
-DETECTION_DIFFICULTY = "medium"
-TRAINING_IMAGES = MappingProxyType({"full": 400, "fast": 16})
-VALIDATION_IMAGES = MappingProxyType({"full": 150, "fast": 8})
-"""Sizes of the shared sets per mode; a smaller set is a prefix of a larger one."""
-PROPOSAL_MODE = "fast"
-"""Selective search strategy (``utils.proposals.selective_search``)."""
-MAX_PROPOSALS = 200
-"""Proposals kept per image (OpenCV's ranked order), in training and evaluation."""
 PATCH_SIZE = 64
 """Side of the square every proposal is warped to: the course backbone's input size."""
-BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-SCORE_THRESHOLD = 0.05
-NMS_THRESHOLD = 0.3
-"""R-CNN's per-class NMS threshold (the paper's 0.3)."""
-MAX_DETECTIONS = 100
 RCNN_CACHE_DIR = DATA_DIR / "rcnn"
 OUTPUTS = ("class", "box")
 """The patch classifier's output names: ``[P, K + 1]`` probabilities and ``[P, 4K]`` deltas."""
 
 
 @dataclass(frozen=True)
-class TrainingSettings:
-    """How ``load_rcnn`` trains; every field is part of the cache key."""
+class RCNNSettings:
+    """How ``load_rcnn`` trains the patch classifier; every field is part of the cache key.
+
+    Adam at a constant ``learning_rate``; per training image ``samples_per_image`` warped
+    proposals, at most ``foreground_fraction`` of them foreground (R-CNN: 32 of 128).
+    """
 
     num_images: int
     samples_per_image: int = 48
@@ -83,70 +74,12 @@ class TrainingSettings:
     seed: int = 0
 
 
-TRAINING_SETTINGS = MappingProxyType(
+SETTINGS = MappingProxyType(
     {
-        "full": TrainingSettings(num_images=TRAINING_IMAGES["full"]),
-        "fast": TrainingSettings(num_images=TRAINING_IMAGES["fast"], epochs=1),
+        "full": RCNNSettings(num_images=TRAINING_IMAGES["full"]),
+        "fast": RCNNSettings(num_images=TRAINING_IMAGES["fast"], epochs=1),
     }
 )
-
-
-def _check_count(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
-
-
-def detection_validation_set(num_images: int | None = None) -> ShapesData:
-    """The shared shapes detection validation images (128x128, 0..N objects each).
-
-    ``make_shapes("detection", ..., difficulty=DETECTION_DIFFICULTY, seed=DETECTION_SEED,
-    split="validation")``; ``num_images`` defaults to ``VALIDATION_IMAGES`` of the current
-    mode. Notebooks 07-10 evaluate on it. Introduced in notebook 07.
-    """
-    if num_images is None:
-        num_images = VALIDATION_IMAGES[mode_name(None)]
-    _check_count("num_images", num_images)
-    return make_shapes(
-        "detection",
-        num_images,
-        difficulty=DETECTION_DIFFICULTY,
-        seed=DETECTION_SEED,
-        split="validation",
-    )
-
-
-def detection_training_set(num_images: int | None = None) -> ShapesData:
-    """The shared detection training images: the "train" split of the same stream.
-
-    ``num_images`` defaults to ``TRAINING_IMAGES`` of the current mode. Introduced in
-    notebook 07.
-    """
-    if num_images is None:
-        num_images = TRAINING_IMAGES[mode_name(None)]
-    _check_count("num_images", num_images)
-    return make_shapes(
-        "detection", num_images, difficulty=DETECTION_DIFFICULTY, seed=DETECTION_SEED, split="train"
-    )
-
-
-def detection_proposals(
-    data: ShapesData, *, max_proposals: int = MAX_PROPOSALS, progress: bool = True
-) -> tuple[list[np.ndarray], float]:
-    """Selective search proposals for a detection set, cached under ``data/proposals/``.
-
-    ``(proposals, seconds_per_image)`` from ``utils.proposals.proposals_for_images`` with
-    ``PROPOSAL_MODE``; the cache is keyed by the image bytes, so every notebook that asks
-    for the same images gets the same boxes. Introduced in notebook 07.
-    """
-    if data.variant != "detection":
-        raise ValueError(f"data.variant={data.variant!r}: expected 'detection'")
-    return proposals_for_images(
-        data.images,
-        cache_name="detection",
-        mode=PROPOSAL_MODE,
-        max_proposals=max_proposals,
-        progress=progress,
-    )
 
 
 def warp_proposals(image: np.ndarray, boxes: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
@@ -160,15 +93,9 @@ def warp_proposals(image: np.ndarray, boxes: np.ndarray, size: int = PATCH_SIZE)
     exact bilinear). A box exactly ``size`` pixels wide and high on integer coordinates
     gives back the pixels it covers.
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"image has shape {image.shape} and dtype {image.dtype}: expected RGB uint8 [H, W, 3]"
-        )
-    boxes = np.asarray(boxes, np.float32)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes has shape {boxes.shape}: expected [P, 4] (x1, y1, x2, y2)")
-    _check_count("size", size)
+    image = check_rgb_image(image)
+    boxes = check_boxes(boxes)
+    check_count("size", size)
     steps = (np.arange(size, dtype=np.float32) + 0.5) / size
     patches = np.empty((len(boxes), size, size, 3), np.uint8)
     for index, (x1, y1, x2, y2) in enumerate(boxes):
@@ -202,9 +129,9 @@ def build_patch_classifier(
     and ``"box"``: ``Dense(4 * num_classes)``, one ``(dx, dy, dw, dh)`` per class (class
     ``c``'s deltas are columns ``4c .. 4c + 3``), encoded with ``BOX_WEIGHTS``.
     """
-    _check_count("num_classes", num_classes)
-    _check_count("hidden_units", hidden_units)
-    _check_count("patch_size", patch_size)
+    check_count("num_classes", num_classes)
+    check_count("hidden_units", hidden_units)
+    check_count("patch_size", patch_size)
     patches = keras.Input((patch_size, patch_size, 3), name="patch")
     features = backbone(patches)
     if len(features.shape) == 4:
@@ -219,28 +146,13 @@ def class_specific_box_loss(y_true, y_pred):
     """Smooth L1 (beta 1) on the true class's deltas, 0 for background: ``[P, 5], [P, 4K] -> [P]``.
 
     ``y_true`` rows are ``(label, dx, dy, dw, dh)`` with label 0 for background and
-    ``c + 1`` for class ``c``; Keras' mean over the batch then divides by all sampled
-    patches, Fast R-CNN's normalisation.
+    ``c + 1`` for class ``c`` (the label rides along with the targets because a Keras loss
+    sees only its own output's targets); Keras' mean over the batch then divides by all
+    sampled patches, Fast R-CNN's normalisation.
     """
     labels = ops.cast(y_true[:, 0], "int32")
-    targets = y_true[:, 1:]
-    num_classes = y_pred.shape[-1] // 4
-    deltas = ops.reshape(y_pred, (-1, num_classes, 4))
-    chosen = ops.one_hot(ops.maximum(labels - 1, 0), num_classes)[:, :, None]
-    predicted = ops.sum(deltas * chosen, axis=1)
-    difference = ops.abs(predicted - targets)
-    smooth = ops.where(difference < 1.0, 0.5 * difference**2, difference - 0.5)
-    foreground = ops.cast(labels > 0, smooth.dtype)
-    return ops.sum(smooth, axis=-1) * foreground
-
-
-def compile_patch_classifier(model: keras.Model, learning_rate: float = 3e-4) -> None:
-    """Adam on ``cross-entropy(class) + smooth L1(box)``, with class accuracy."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss={"class": "sparse_categorical_crossentropy", "box": class_specific_box_loss},
-        metrics={"class": ["accuracy"]},
-    )
+    smooth = smooth_l1(true_class_deltas(y_pred, labels) - y_true[:, 1:], beta=1.0)
+    return ops.sum(smooth, axis=-1) * ops.cast(labels > BACKGROUND, smooth.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,11 +192,9 @@ def make_patch_training_set(
     ``samples_per_image`` patches, at most ``foreground_fraction`` of them foreground
     (R-CNN: 32 of 128), each warped with ``warp_proposals``.
     """
-    if len(proposals) != len(data):
-        raise ValueError(
-            f"proposals has {len(proposals)} images and data {len(data)}: expected one per image"
-        )
-    _check_count("samples_per_image", samples_per_image)
+    check_same_length("proposals", proposals, "data", data)
+    check_count("samples_per_image", samples_per_image)
+    check_fraction("foreground_fraction", foreground_fraction)
     rng = np.random.default_rng(seed)
     parts = {"patches": [], "labels": [], "box_targets": [], "image_index": [], "boxes": []}
     indices = range(len(data))
@@ -316,91 +226,30 @@ def make_patch_training_set(
 def train_patch_classifier(
     model: keras.Model,
     patch_set: PatchSet,
-    settings: TrainingSettings,
+    settings: RCNNSettings,
     *,
     verbose: bool = True,
 ) -> dict[str, list[float]]:
-    """Fine-tune the patch classifier on a ``PatchSet``; return the Keras history dict."""
-    compile_patch_classifier(model, settings.learning_rate)
-    history = model.fit(
+    """Fine-tune the patch classifier on a ``PatchSet``: Adam on ``cross-entropy(class) +
+    smooth L1(box)`` (``class_specific_box_loss``), with class accuracy; the history."""
+    return fit_with_adam(
+        model,
         patch_set.patches,
         {"class": patch_set.labels, "box": patch_set.box_targets},
         epochs=settings.epochs,
+        steps_per_epoch=-(-len(patch_set) // settings.batch_size),
+        learning_rate=settings.learning_rate,
+        cosine=False,
+        loss={"class": "sparse_categorical_crossentropy", "box": class_specific_box_loss},
+        metrics={"class": ["accuracy"]},
+        printer=EpochPrinter(
+            {"class": "class_loss", "box": "box_loss"},
+            accuracy=("patch accuracy", "class_accuracy"),
+        ),
+        verbose=verbose,
         batch_size=settings.batch_size,
         shuffle=True,
-        verbose=0,
-        callbacks=[
-            epoch_printer(
-                {"class": "class_loss", "box": "box_loss"},
-                accuracy=("patch accuracy", "class_accuracy"),
-            )
-        ]
-        if verbose
-        else [],
     )
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
-
-
-@dataclass(frozen=True, eq=False)
-class Detections:
-    """One image's detections: ``boxes`` float32 ``[D, 4]``, ``labels`` int64 ``[D]``
-    (0-based classes), ``scores`` float32 ``[D]``, highest score first. Unpacks as the
-    ``(boxes, labels, scores)`` triple ``utils.metrics.mean_average_precision`` takes."""
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-
-    def __iter__(self):
-        return iter((self.boxes, self.labels, self.scores))
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-def postprocess(
-    probabilities: np.ndarray,
-    deltas: np.ndarray,
-    proposals: np.ndarray,
-    image_size: tuple[int, int],
-    *,
-    score_threshold: float = SCORE_THRESHOLD,
-    nms_threshold: float = NMS_THRESHOLD,
-    max_detections: int = MAX_DETECTIONS,
-) -> Detections:
-    """From per-patch outputs to detections: per class decode, clip, threshold, NMS.
-
-    ``probabilities`` ``[P, K + 1]``, ``deltas`` ``[P, 4K]``, ``proposals`` ``[P, 4]``,
-    ``image_size`` ``(height, width)``. For each class ``c`` every proposal becomes the box
-    ``decode(deltas_c, proposal)`` scored ``probabilities[:, c + 1]``; boxes scoring at most
-    ``score_threshold`` go; NMS runs per class; the best ``max_detections`` over all
-    classes are kept (torchvision's RoI-head inference).
-
-    All classes go through one ``utils.boxes.nms`` call, as in torchvision's
-    ``batched_nms``: each class's boxes are shifted by ``label * (largest coordinate + 1)``
-    so boxes of different classes never overlap, which is per-class NMS in one pass.
-    """
-    probabilities = np.asarray(probabilities, np.float32)
-    proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-    num_classes = probabilities.shape[1] - 1
-    if len(probabilities) != len(proposals):
-        raise ValueError(
-            f"probabilities has {len(probabilities)} rows and proposals {len(proposals)}: "
-            "expected one row per proposal"
-        )
-    # Class-major order [K, P], so equal scores keep the lower class, then the earlier proposal.
-    deltas = np.asarray(deltas, np.float32).reshape(len(proposals), num_classes, 4)
-    deltas = deltas.transpose(1, 0, 2)
-    scores = probabilities[:, 1:].T
-    keep = scores > score_threshold
-    labels = np.broadcast_to(np.arange(num_classes, dtype=np.int64)[:, None], keep.shape)[keep]
-    anchors = np.broadcast_to(proposals, deltas.shape)[keep]
-    boxes = box_ops.decode(deltas[keep], anchors, weights=BOX_WEIGHTS)
-    boxes = box_ops.clip(boxes, *image_size)
-    scores = scores[keep]
-    offsets = labels[:, None].astype(np.float32) * (max(image_size) + 1.0)
-    chosen = box_ops.nms(boxes + offsets, scores, nms_threshold, max_detections)
-    return Detections(boxes[chosen], labels[chosen], scores[chosen])
 
 
 def classify_patches(model: keras.Model, patches: np.ndarray, batch_size: int = 256):
@@ -410,7 +259,7 @@ def classify_patches(model: keras.Model, patches: np.ndarray, batch_size: int = 
     ``predict_on_batch`` (a compiled function) rather than ``predict``, whose fixed cost
     per call (about 0.1 s here) would hide how the time grows with the number of patches.
     """
-    _check_count("batch_size", batch_size)
+    check_count("batch_size", batch_size)
     if len(patches) == 0:
         num_classes = model.output["box"].shape[-1] // 4
         return np.zeros((0, num_classes + 1), np.float32), np.zeros(
@@ -427,11 +276,13 @@ def classify_patches(model: keras.Model, patches: np.ndarray, batch_size: int = 
 
 
 def detect(model: keras.Model, image: np.ndarray, proposals: np.ndarray, **options) -> Detections:
-    """R-CNN on one image and its proposals: warp, classify every patch, ``postprocess``."""
-    proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+    """R-CNN on one image and its proposals: warp, classify every patch, post-process
+    (``utils.roi_heads.postprocess_detections``; ``options`` go to it)."""
+    image = check_rgb_image(image)
+    proposals = check_boxes(proposals)
     patches = warp_proposals(image, proposals, model.input.shape[1])
     probabilities, deltas = classify_patches(model, patches)
-    return postprocess(probabilities, deltas, proposals, image.shape[:2], **options)
+    return postprocess_detections(probabilities, deltas, proposals, image.shape[:2], **options)
 
 
 def detect_images(
@@ -442,17 +293,15 @@ def detect_images(
     progress: bool = True,
     **options,
 ) -> tuple[list[Detections], dict[str, float]]:
-    """``detect`` on every image, timed: ``(detections, timing)``.
+    """``detect`` on every image, one at a time, timed: ``(detections, timing)``.
 
     ``timing`` holds seconds per image for ``"warp"`` (cutting and resizing patches),
     ``"cnn"`` (the patch classifier), ``"postprocess"`` (decode, clip, NMS), their sum
-    ``"detection"``, plus ``"cnn_per_patch"`` and ``"patches_per_image"``. Proposal time
-    is not included: it comes with the proposals (``detection_proposals``).
+    ``"detection"`` (also ``"total"``), plus ``"cnn_per_patch"`` and ``"proposals_per_image"``
+    (patches per image) (``utils.profiling.time_per_image``). Proposal time
+    is not included: it comes with the proposals (``utils.detection_data``).
     """
-    if len(images) != len(proposals):
-        raise ValueError(
-            f"images has {len(images)} entries and proposals {len(proposals)}: expected one per image"
-        )
+    check_same_length("images", images, "proposals", proposals)
     size = model.input.shape[1]
     # Compile the prediction function first (two batch shapes, so it generalises to any),
     # so that one-time tracing is not billed to the first image.
@@ -460,133 +309,56 @@ def detect_images(
     classify_patches(model, blank[:1])
     classify_patches(model, blank)
 
-    def detect_one(index):
-        boxes = np.asarray(proposals[index], np.float32).reshape(-1, 4)
-        start = time.perf_counter()
-        patches = warp_proposals(images[index], boxes, size)
-        warped = time.perf_counter()
-        probabilities, deltas = classify_patches(model, patches)
-        classified = time.perf_counter()
-        detections = postprocess(probabilities, deltas, boxes, images[index].shape[:2], **options)
-        seconds = {
-            "warp": warped - start,
-            "cnn": classified - warped,
-            "postprocess": time.perf_counter() - classified,
-        }
-        return detections, seconds, len(boxes)
+    def detect_one(index, timer):
+        image = check_rgb_image(images[index])
+        boxes = check_boxes(proposals[index])
+        with timer("warp"):
+            patches = warp_proposals(image, boxes, size)
+        with timer("cnn"):
+            probabilities, deltas = classify_patches(model, patches)
+        with timer("postprocess"):
+            detections = postprocess_detections(
+                probabilities, deltas, boxes, image.shape[:2], **options
+            )
+        return detections, len(boxes)
 
-    results, timing, patches_seen = time_per_image(
+    results, timing = time_per_image(
         len(images),
         detect_one,
         ("warp", "cnn", "postprocess"),
         description="R-CNN detection",
         progress=progress,
     )
-    timing["detection"] = sum(timing.values())
-    timing["cnn_per_patch"] = timing["cnn"] * max(len(images), 1) / max(patches_seen, 1)
-    timing["patches_per_image"] = patches_seen / max(len(images), 1)
+    timing["cnn_per_patch"] = timing["cnn"] / max(timing["proposals_per_image"], 1e-12)
     return results, timing
 
 
-def time_per_image(
-    count: int,
-    detect_one,
-    stages: Sequence[str],
-    *,
-    description: str,
-    progress: bool = True,
-) -> tuple[list[Detections], dict[str, float], int]:
-    """Run a detector image by image and average its stage times: ``(detections, timing, proposals)``.
-
-    ``detect_one(index)`` handles image ``index`` and returns ``(detections, seconds,
-    proposal_count)``, ``seconds`` mapping each of ``stages`` to the time it took on that
-    image. ``timing`` is the mean seconds per image of each stage (zeros for no images);
-    ``proposals`` the number of proposals over all images. A ``tqdm`` bar named
-    ``description`` shows the progress when ``progress``. The timing loop of
-    ``detect_images`` here, in ``utils.fast_rcnn`` and in ``utils.faster_rcnn``.
-    """
-    totals = dict.fromkeys(stages, 0.0)
-    results = []
-    seen = 0
-    indices = range(count)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc=description, unit="image")
-    for index in indices:
-        detections, seconds, proposals = detect_one(index)
-        results.append(detections)
-        seen += proposals
-        for stage in stages:
-            totals[stage] += seconds[stage]
-    return results, {stage: total / max(count, 1) for stage, total in totals.items()}, seen
-
-
-def rcnn_backbone(fast: bool | None = None, *, verbose: bool = True) -> keras.Model:
-    """A fresh, trainable copy of the course backbone's feature extractor, R-CNN's CNN.
-
-    ``utils.backbone.load_course_backbone(fast=...).clone_features()``: pixels 0..255
-    ``[B, H, W, 3]`` to a ``[B, H/8, W/8, 128]`` feature map, pretrained on shapes
-    classification; loaded from ``data/`` or trained there first (the loader prints which).
-    Fine-tuning the copy leaves the cached backbone as it is.
-    """
-    backbone = load_course_backbone(verbose, fast=mode_name(fast) == "fast")
-    return backbone.clone_features()
-
-
-def rcnn_cache_path(fast: bool | None = None) -> Path:
-    """Where ``load_rcnn`` keeps the trained model of a mode: ``data/rcnn/rcnn-<mode>-<key>.keras``.
-
-    The key hashes the course backbone's identity and the training, data and proposal
-    settings, so changing any of them retrains instead of loading a stale model.
-    """
-    mode = mode_name(fast)
-    settings = {
-        "backbone": backbone_identity(mode == "fast"),
-        "training": TRAINING_SETTINGS[mode].__dict__,
-        "proposals": [PROPOSAL_MODE, MAX_PROPOSALS],
-        "data": [DETECTION_SEED, DETECTION_DIFFICULTY],
-        "patch": [PATCH_SIZE, list(BOX_WEIGHTS)],
-    }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return RCNN_CACHE_DIR / f"rcnn-{mode}-{key}.keras"
-
-
-@dataclass(frozen=True, eq=False)
-class RCNNInfo:
-    """What ``load_rcnn`` did: ``source`` "cache" or "trained", the cache ``path``, the
-    training ``history``, ``training_seconds`` (as measured when it was trained) and the
-    ``settings``."""
-
-    source: str
-    path: Path
-    history: dict
-    training_seconds: float
-    num_patches: int
-    settings: TrainingSettings
+def rcnn_cache_path(mode: str | None = None) -> Path:
+    """Where ``load_rcnn`` keeps a mode's model: ``data/rcnn/rcnn-<mode>-<key>.keras``
+    (``utils.detection_data.detector_cache_path``; the patch size and box coding are in the
+    key too)."""
+    mode = resolve_mode(mode)
+    extra = {"patch": [PATCH_SIZE, BOX_WEIGHTS]}
+    return detector_cache_path(RCNN_CACHE_DIR, "rcnn", mode, SETTINGS[mode], extra, proposals=True)
 
 
 def load_rcnn(
-    *, fast: bool | None = None, retrain: bool = False, verbose: bool = True
-) -> tuple[keras.Model, RCNNInfo]:
+    *, mode: str | None = None, retrain: bool = False, verbose: bool = True
+) -> tuple[keras.Model, TrainingInfo]:
     """The trained R-CNN patch classifier of a mode: from ``data/rcnn/`` or trained now.
 
     On a cache miss (or with ``retrain``) it trains deterministically: the shared training
-    images (``detection_training_set``), their cached proposals, ``make_patch_training_set``
-    and ``train_patch_classifier`` on the course backbone, then writes the model and its
-    training record atomically (a temporary file renamed into place), so a parallel run
-    never reads half a file. A cache file that cannot be read is retrained over. Prints
-    one line saying which it did. ``fast`` defaults to the current mode. Returns
-    ``(model, RCNNInfo)``.
+    images, their cached proposals, ``make_patch_training_set`` (warping included in the
+    training time: R-CNN warps every patch again for training) and
+    ``train_patch_classifier`` on a copy of the course backbone
+    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults
+    to the current one. Returns ``(model, utils.cache.TrainingInfo)``; its
+    ``training_size`` is the number of training patches.
     """
-    mode = mode_name(fast)
-    settings = TRAINING_SETTINGS[mode]
-    path = rcnn_cache_path(fast)
+    mode = resolve_mode(mode)
+    settings = SETTINGS[mode]
 
-    def train() -> Trained:
-        data = detection_training_set(settings.num_images)
-        proposals, _ = detection_proposals(data, progress=verbose)
-        keras.utils.set_random_seed(settings.seed)
+    def fit(backbone, stride, data, proposals):
         patch_set = make_patch_training_set(
             data,
             proposals,
@@ -594,27 +366,11 @@ def load_rcnn(
             foreground_fraction=settings.foreground_fraction,
             seed=settings.seed,
         )
-        model = build_patch_classifier(rcnn_backbone(fast, verbose=verbose))
-        start = time.perf_counter()
+        model = build_patch_classifier(backbone)
         history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
-        return Trained(model, history, len(patch_set), time.perf_counter() - start)
+        return model, history, len(patch_set)
 
-    source, model, record = load_or_train(
-        "R-CNN",
-        mode,
-        path,
-        train,
-        size_key="num_patches",
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
+    path = rcnn_cache_path(mode)
+    return load_detector(
+        "R-CNN", path, mode, settings, fit, proposals=True, retrain=retrain, verbose=verbose
     )
-    info = RCNNInfo(
-        source,
-        path,
-        record["history"],
-        record["training_seconds"],
-        record["num_patches"],
-        settings,
-    )
-    return model, info

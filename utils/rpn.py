@@ -13,8 +13,8 @@ not four corners. The pieces follow torchvision's ``models/detection/rpn.py``:
   tensor ops so it runs inside ``train_step``;
 - ``sample_anchors``: 256 anchors per image, at most half positive (the rule of
   ``utils.matching.sample_balanced``, in the graph);
-- ``rpn_loss``: binary cross-entropy on the sample + smooth L1 (beta 1/9) on the sampled
-  positives, both normalised by the sample size;
+- ``rpn_loss``: binary cross-entropy on the sample + smooth L1 (beta 1/9,
+  ``utils.losses.smooth_l1``) on the sampled positives, both normalised by the sample size;
 - ``ProposalLayer``: decode, clip, drop tiny boxes, pre-NMS top-N, NMS at 0.7, post-NMS
   top-N, ``stop_gradient``.
 
@@ -26,13 +26,16 @@ count: ``utils.shapes.ShapesData.padded``). Introduced in notebook 09.
 
 from __future__ import annotations
 
-import math
+from types import MappingProxyType
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from utils import boxes as box_ops
+from utils.checks import check_count, check_fraction, check_number, check_threshold_order
+from utils.losses import smooth_l1
+from utils.matching import BACKGROUND, FOREGROUND, IGNORED
 
 ANCHOR_SIZES = (20, 32, 48)
 """Anchor sizes (square roots of the area) in pixels for 128x128 images (paper: 128, 256, 512)."""
@@ -45,23 +48,12 @@ POSITIVE_FRACTION = 0.5
 SMOOTH_L1_BETA = 1.0 / 9.0
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 NMS_THRESHOLD = 0.7
-PRE_NMS_TOP_N = {"training": 1000, "inference": 500}
+PRE_NMS_TOP_N = MappingProxyType({"training": 1000, "inference": 500})
 """Proposals kept by objectness before NMS (paper: 12000 / 6000 on ~20000 anchors)."""
-POST_NMS_TOP_N = {"training": 200, "inference": 100}
+POST_NMS_TOP_N = MappingProxyType({"training": 200, "inference": 100})
 """Proposals kept after NMS (paper: 2000 in training, 300 at test)."""
 MIN_PROPOSAL_SIZE = 2.0
 """Proposals narrower or shorter than this many pixels are dropped."""
-
-POSITIVE = 1
-NEGATIVE = 0
-IGNORED = -1
-"""``assign_anchor_targets`` labels: object, background, neither (not trained)."""
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: expected a positive integer")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="course")
@@ -79,9 +71,9 @@ class RPNHead(keras.layers.Layer):
 
     def __init__(self, num_anchors, channels=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_anchors = _positive_int("num_anchors", num_anchors)
+        self.num_anchors = check_count("num_anchors", num_anchors)
         if channels is not None:
-            _positive_int("channels", channels)
+            check_count("channels", channels)
         self.channels = channels
 
     def build(self, features_shape):
@@ -138,16 +130,6 @@ def _batched_ground_truth(boxes, labels):
     return boxes, labels >= 0
 
 
-def batched_iou(boxes, anchors):
-    """IoU of each image's boxes ``[B, M, 4]`` with shared ``anchors [N, 4]``: ``[B, M, N]``.
-
-    ``utils.boxes.iou`` on the flattened batch. Introduced in notebook 09.
-    """
-    batch, count = ops.shape(boxes)[0], ops.shape(boxes)[1]
-    overlaps = box_ops.iou(ops.reshape(boxes, (-1, 4)), anchors)
-    return ops.reshape(overlaps, (batch, count, -1))
-
-
 def assign_anchor_targets(
     anchors,
     boxes,
@@ -160,11 +142,11 @@ def assign_anchor_targets(
     """RPN training targets of every anchor: ``(labels, regression_targets, matched_index)``.
 
     Faster R-CNN's rule, as ``utils.matching.match_boxes(iou, positive_iou, negative_iou,
-    allow_low_quality_matches=True)``: an anchor is ``POSITIVE`` (1) when its best IoU
+    allow_low_quality_matches=True)``: an anchor is ``FOREGROUND`` (1) when its best IoU
     with a ground-truth box is >= ``positive_iou``, or when it is (tied for) the best
     anchor of some ground-truth box and that IoU is > 0 - a box that touches no anchor
-    claims none; ``NEGATIVE`` (0) when its best IoU is < ``negative_iou``; else
-    ``IGNORED`` (-1). Positives regress onto their best ground-truth box
+    claims none; ``BACKGROUND`` (0) when its best IoU is < ``negative_iou``; else
+    ``IGNORED`` (-1) (``utils.matching``'s label table). Positives regress onto their best ground-truth box
     (``utils.boxes.encode`` with ``weights``); other rows of the targets are 0.
 
     ``anchors [N, 4]``; ``boxes [B, M, 4]`` (or ``[M, 4]`` for one image) with ``labels
@@ -174,33 +156,29 @@ def assign_anchor_targets(
 
     Introduced in notebook 09.
     """
-    if not 0.0 <= negative_iou <= positive_iou <= 1.0:
-        raise ValueError(
-            f"negative_iou={negative_iou}, positive_iou={positive_iou}: "
-            "expected 0 <= negative_iou <= positive_iou <= 1"
-        )
+    check_threshold_order("negative_iou", negative_iou, "positive_iou", positive_iou)
     anchors = ops.cast(ops.convert_to_tensor(anchors), "float32")
     boxes, valid = _batched_ground_truth(boxes, labels)
     # One extra padding row keeps M >= 1, so an image without objects needs no special case.
     boxes = ops.pad(boxes, ((0, 0), (0, 1), (0, 0)))
     valid = ops.pad(valid, ((0, 0), (0, 1)), constant_values=False)
-    overlaps = batched_iou(boxes, anchors)  # [B, M + 1, N]
+    overlaps = box_ops.batched_iou(boxes, anchors)  # [B, M + 1, N]
     # Padding rows overlap nothing (-1 keeps them below every threshold and below 0).
     overlaps = ops.where(valid[:, :, None], overlaps, -1.0)
     best = ops.max(overlaps, axis=1)  # [B, N]
     matched = ops.cast(ops.argmax(overlaps, axis=1), "int32")
     anchor_labels = ops.where(
-        best >= positive_iou, POSITIVE, ops.where(best < negative_iou, NEGATIVE, IGNORED)
+        best >= positive_iou, FOREGROUND, ops.where(best < negative_iou, BACKGROUND, IGNORED)
     )
     best_per_box = ops.max(overlaps, axis=2, keepdims=True)  # [B, M + 1, 1]
     claims = (overlaps == best_per_box) & (best_per_box > 0.0)
-    anchor_labels = ops.where(ops.any(claims, axis=1), POSITIVE, anchor_labels)
+    anchor_labels = ops.where(ops.any(claims, axis=1), FOREGROUND, anchor_labels)
     anchor_labels = ops.cast(anchor_labels, "int32")
     matched_boxes = ops.take_along_axis(
         boxes, ops.repeat(matched[:, :, None], 4, axis=2), axis=1
     )  # [B, N, 4]
     targets = box_ops.encode(matched_boxes, anchors[None], weights=weights)
-    positive = (anchor_labels == POSITIVE)[:, :, None]
+    positive = (anchor_labels == FOREGROUND)[:, :, None]
     targets = ops.where(positive, targets, 0.0)
     matched = ops.where(best > 0.0, matched, -1)
     return anchor_labels, targets, matched
@@ -223,14 +201,13 @@ def sample_anchors(
 
     Introduced in notebook 09.
     """
-    _positive_int("num_samples", num_samples)
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction={positive_fraction}: expected a value in [0, 1]")
+    check_count("num_samples", num_samples)
+    check_fraction("positive_fraction", positive_fraction)
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) != 2:
         raise ValueError(f"labels has shape {tuple(labels.shape)}: expected [B, N]")
-    positive = labels == POSITIVE
-    negative = labels == NEGATIVE
+    positive = labels == FOREGROUND
+    negative = labels == BACKGROUND
     count_positive = ops.sum(ops.cast(positive, "int32"), axis=1, keepdims=True)
     count_negative = ops.sum(ops.cast(negative, "int32"), axis=1, keepdims=True)
     take_positive = ops.minimum(count_positive, int(num_samples * positive_fraction))
@@ -248,15 +225,6 @@ def sample_anchors(
     return ops.cast(chosen, "float32")
 
 
-def smooth_l1(difference, beta):
-    """Smooth L1 (Huber / beta) elementwise: ``0.5 x^2 / beta`` below ``beta``, else ``|x| - beta/2``.
-
-    torchvision's ``smooth_l1_loss`` with ``beta``. Introduced in notebook 09.
-    """
-    absolute = ops.abs(difference)
-    return ops.where(absolute < beta, 0.5 * absolute**2 / beta, absolute - 0.5 * beta)
-
-
 def rpn_loss(
     objectness_logits, deltas, labels, regression_targets, sampled, *, beta=SMOOTH_L1_BETA
 ):
@@ -271,7 +239,7 @@ def rpn_loss(
     Introduced in notebook 09.
     """
     sampled = ops.cast(sampled, "float32")
-    positive = ops.cast(ops.convert_to_tensor(labels) == POSITIVE, "float32") * sampled
+    positive = ops.cast(ops.convert_to_tensor(labels) == FOREGROUND, "float32") * sampled
     count = ops.maximum(ops.sum(sampled), 1.0)
     cross_entropy = ops.binary_crossentropy(
         positive, ops.cast(objectness_logits, "float32"), from_logits=True
@@ -311,14 +279,10 @@ class ProposalLayer(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.pre_nms_top_n = _positive_int("pre_nms_top_n", pre_nms_top_n)
-        self.post_nms_top_n = _positive_int("post_nms_top_n", post_nms_top_n)
-        if not 0.0 <= nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold={nms_threshold}: expected a value in [0, 1]")
-        if not (math.isfinite(min_size) and min_size >= 0):
-            raise ValueError(f"min_size={min_size}: expected a non-negative number of pixels")
-        self.nms_threshold = float(nms_threshold)
-        self.min_size = float(min_size)
+        self.pre_nms_top_n = check_count("pre_nms_top_n", pre_nms_top_n)
+        self.post_nms_top_n = check_count("post_nms_top_n", post_nms_top_n)
+        self.nms_threshold = check_fraction("nms_threshold", nms_threshold)
+        self.min_size = check_number("min_size", min_size, 0.0)
 
     def call(self, objectness_logits, deltas, anchors, *, image_size):
         height, width = image_size
@@ -336,8 +300,7 @@ class ProposalLayer(keras.layers.Layer):
         )
         top_anchors = ops.take(anchors, top_index, axis=0)
         boxes = box_ops.clip(box_ops.decode(top_deltas, top_anchors), height, width)
-        x1, y1, x2, y2 = ops.unstack(boxes, 4, axis=-1)
-        large = ((x2 - x1) >= self.min_size) & ((y2 - y1) >= self.min_size)
+        large = box_ops.remove_small_boxes(boxes, self.min_size)
         top_logits = ops.where(large, top_logits, float("-inf"))
         boxes = ops.stop_gradient(boxes)
         top_logits = ops.stop_gradient(top_logits)

@@ -38,6 +38,7 @@ from utils.backgrounds import (
     random_background,
     random_noise,
 )
+from utils.checks import check_count, check_number, check_pair, check_range
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "hexagon")
 VARIANTS = ("classification", "localization", "detection")
@@ -85,31 +86,6 @@ _SHAPES = {
 }
 
 
-def _check_count(name: str, value, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
-
-
-def _check_number(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{name}={value!r}: expected a number in [{low}, {high}]")
-
-
-def _check_range(name, pair, low: float, high: float, *, low_open: bool = False) -> None:
-    valid = (
-        isinstance(pair, tuple | list)
-        and len(pair) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
-        and (low < pair[0] if low_open else low <= pair[0])
-        and pair[0] <= pair[1] <= high
-    )
-    if not valid:
-        bound = "<" if low_open else "<="
-        raise ValueError(
-            f"{name}={pair!r}: expected (low, high) with {low} {bound} low <= high <= {high}"
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
     """How hard a shapes image is; ``DIFFICULTIES`` holds the presets (notebook 02).
@@ -138,56 +114,36 @@ class Difficulty:
     distractors: tuple[int, int]
 
     def __post_init__(self):
-        _check_range("object_scale", self.object_scale, 0.0, 1.0, low_open=True)
-        _check_range("detection_object_scale", self.detection_object_scale, 0.0, 1.0, low_open=True)
-        _check_number("max_aspect", self.max_aspect, 1.0, 4.0)
-        _check_range("background_contrast", self.background_contrast, 0.0, 1.0)
-        _check_number("min_color_distance", self.min_color_distance, 0.0, 220.0)
-        _check_number("noise", self.noise, 0.0, 32.0)
-        _check_number("brightness", self.brightness, 0.0, 128.0)
-        _check_range("contrast", self.contrast, 0.0, 4.0, low_open=True)
+        check_range("object_scale", self.object_scale, 0.0, 1.0, low_open=True)
+        check_range("detection_object_scale", self.detection_object_scale, 0.0, 1.0, low_open=True)
+        check_number("max_aspect", self.max_aspect, 1.0, 4.0)
+        check_range("background_contrast", self.background_contrast, 0.0, 1.0)
+        check_number("min_color_distance", self.min_color_distance, 0.0, 220.0)
+        check_number("noise", self.noise, 0.0, 32.0)
+        check_number("brightness", self.brightness, 0.0, 128.0)
+        check_range("contrast", self.contrast, 0.0, 4.0, low_open=True)
         low, high = self.distractors
-        _check_count("distractors[0]", low)
-        _check_count("distractors[1]", high)
+        check_count("distractors[0]", low, minimum=0)
+        check_count("distractors[1]", high, minimum=0)
         if high < low:
             raise ValueError(f"distractors={self.distractors}: expected low <= high")
 
 
+_PRESETS = {  # field: (easy, medium, hard), side by side so the levels compare at a glance
+    "object_scale": ((0.4, 0.75), (0.3, 0.75), (0.2, 0.75)),
+    "detection_object_scale": ((0.2, 0.4), (0.15, 0.4), (0.1, 0.4)),
+    "max_aspect": (1.25, 1.5, 2.0),
+    "background_contrast": ((0.15, 0.35), (0.35, 0.7), (0.7, 1.0)),
+    "min_color_distance": (150.0, 100.0, 60.0),
+    "noise": (3.0, 8.0, 16.0),
+    "brightness": (10.0, 25.0, 40.0),
+    "contrast": ((0.9, 1.1), (0.75, 1.25), (0.6, 1.4)),
+    "distractors": ((0, 0), (0, 2), (1, 4)),
+}
 DIFFICULTIES = MappingProxyType(
     {
-        "easy": Difficulty(
-            object_scale=(0.4, 0.75),
-            detection_object_scale=(0.2, 0.4),
-            max_aspect=1.25,
-            background_contrast=(0.15, 0.35),
-            min_color_distance=150.0,
-            noise=3.0,
-            brightness=10.0,
-            contrast=(0.9, 1.1),
-            distractors=(0, 0),
-        ),
-        "medium": Difficulty(
-            object_scale=(0.3, 0.75),
-            detection_object_scale=(0.15, 0.4),
-            max_aspect=1.5,
-            background_contrast=(0.35, 0.7),
-            min_color_distance=100.0,
-            noise=8.0,
-            brightness=25.0,
-            contrast=(0.75, 1.25),
-            distractors=(0, 2),
-        ),
-        "hard": Difficulty(
-            object_scale=(0.2, 0.75),
-            detection_object_scale=(0.1, 0.4),
-            max_aspect=2.0,
-            background_contrast=(0.7, 1.0),
-            min_color_distance=60.0,
-            noise=16.0,
-            brightness=40.0,
-            contrast=(0.6, 1.4),
-            distractors=(1, 4),
-        ),
+        level: Difficulty(**{field: values[index] for field, values in _PRESETS.items()})
+        for index, level in enumerate(("easy", "medium", "hard"))
     }
 )
 
@@ -254,7 +210,7 @@ class ShapesData:
         largest = int(counts.max(initial=0))
         if max_objects is None:
             max_objects = largest
-        _check_count("max_objects", max_objects)
+        check_count("max_objects", max_objects, minimum=0)
         if max_objects < largest:
             raise ValueError(
                 f"max_objects={max_objects}: expected at least {largest}, the most labelled "
@@ -296,7 +252,7 @@ def make_shapes(
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: expected one of {VARIANTS}")
-    _check_count("num_images", num_images)
+    check_count("num_images", num_images, minimum=0)
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
             raise ValueError(
@@ -313,8 +269,8 @@ def make_shapes(
     if detection:
         min_objects = DEFAULT_OBJECT_COUNT[0] if min_objects is None else min_objects
         max_objects = DEFAULT_OBJECT_COUNT[1] if max_objects is None else max_objects
-        _check_count("min_objects", min_objects)
-        _check_count("max_objects", max_objects)
+        check_count("min_objects", min_objects, minimum=0)
+        check_count("max_objects", max_objects, minimum=0)
         if max_objects < min_objects:
             raise ValueError(
                 f"max_objects={max_objects}: expected at least min_objects={min_objects}"
@@ -406,7 +362,7 @@ def to_tf_dataset(
     import tensorflow as tf
 
     if batch_size is not None:
-        _check_count("batch_size", batch_size, minimum=1)
+        check_count("batch_size", batch_size, minimum=1)
     if data.variant == "classification":
         targets = data.labels
     elif data.variant == "localization":
@@ -565,7 +521,7 @@ def _full_mask(pixels: np.ndarray, top: int, left: int, height: int, width: int)
 def _balanced_labels(seed: int, stream: int, num_images: int, class_count: int) -> np.ndarray:
     """One random permutation of the classes per block of ``class_count`` images."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream, 1))))
-    blocks = -(-num_images // class_count)
+    blocks = math.ceil(num_images / class_count)
     order = np.argsort(rng.random((blocks, class_count)), axis=1, kind="stable")
     return order.reshape(-1)[:num_images].astype(np.int32)
 
@@ -598,19 +554,7 @@ def _assemble(variant, images, scenes, class_names, label_schedule, return_masks
 
 
 def _image_size(image_size) -> tuple[int, int]:
-    sides = (image_size, image_size) if isinstance(image_size, int | np.integer) else image_size
-    valid = (
-        isinstance(sides, tuple | list)
-        and len(sides) == 2
-        and all(isinstance(side, int | np.integer) and not isinstance(side, bool) for side in sides)
-        and min(sides) >= MIN_IMAGE_SIZE
-    )
-    if not valid or isinstance(image_size, bool):
-        raise ValueError(
-            f"image_size={image_size!r}: expected an int or (height, width) of ints "
-            f">= {MIN_IMAGE_SIZE}"
-        )
-    return int(sides[0]), int(sides[1])
+    return check_pair("image_size", image_size, minimum=MIN_IMAGE_SIZE)
 
 
 def _class_names(classes: Sequence[str]) -> tuple[str, ...]:

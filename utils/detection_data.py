@@ -1,0 +1,158 @@
+"""The detection bench of notebooks 07-11: the shared training and validation images and
+their selective search proposals.
+
+Every detector of the course trains on ``detection_training_set()`` and is measured on
+``detection_validation_set()``: 128x128 shapes images with 0..N objects each
+(``utils.shapes.make_shapes("detection", ...)``, seed ``DETECTION_SEED``, difficulty
+``DETECTION_DIFFICULTY``), the train and validation splits of one seeded stream, so a
+smaller set is a prefix of a larger one and the two splits never share an image.
+``detection_proposals`` gives the selective search boxes R-CNN and Fast R-CNN use, cached
+by image bytes under ``data/proposals/`` so every notebook asking for the same images gets
+the same boxes. ``load_detector`` is how every detector of the course is trained on this
+bench and cached (``utils.cache``). Introduced in notebook 07.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import keras
+import numpy as np
+
+from utils.backbone import backbone_identity, trainable_features
+from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
+from utils.checks import check_choice, check_count
+from utils.course import resolve_mode
+from utils.proposals import proposals_for_images
+from utils.shapes import ShapesData, make_shapes
+
+DETECTION_SEED = 7
+"""The seed of the shared shapes detection sets (train and validation splits)."""
+DETECTION_DIFFICULTY = "medium"
+TRAINING_IMAGES = MappingProxyType({"full": 400, "fast": 16})
+VALIDATION_IMAGES = MappingProxyType({"full": 150, "fast": 8})
+"""Sizes of the shared sets per mode; a smaller set is a prefix of a larger one."""
+PROPOSAL_MODE = "fast"
+"""Selective search strategy (``utils.proposals.selective_search``)."""
+MAX_PROPOSALS = 200
+"""Selective search proposals kept per image (OpenCV's ranked order), in training and
+evaluation."""
+
+
+def _detection_set(split: str, num_images: int | None, sizes, mode: str | None) -> ShapesData:
+    if num_images is None:
+        num_images = sizes[resolve_mode(mode)]
+    check_count("num_images", num_images)
+    return make_shapes(
+        "detection",
+        num_images,
+        difficulty=DETECTION_DIFFICULTY,
+        seed=DETECTION_SEED,
+        split=split,
+    )
+
+
+def detection_training_set(num_images: int | None = None, *, mode: str | None = None) -> ShapesData:
+    """The shared detection training images (the "train" split).
+
+    ``num_images`` defaults to ``TRAINING_IMAGES`` of ``mode`` (default: the current mode).
+    Introduced in notebook 07.
+    """
+    return _detection_set("train", num_images, TRAINING_IMAGES, mode)
+
+
+def detection_validation_set(
+    num_images: int | None = None, *, mode: str | None = None
+) -> ShapesData:
+    """The shared detection validation images (the "validation" split) every detector is
+    measured on. ``num_images`` defaults to ``VALIDATION_IMAGES`` of ``mode`` (default: the
+    current mode). Introduced in notebook 07.
+    """
+    return _detection_set("validation", num_images, VALIDATION_IMAGES, mode)
+
+
+def detection_proposals(
+    data: ShapesData, *, max_proposals: int = MAX_PROPOSALS, progress: bool = True
+) -> tuple[list[np.ndarray], float]:
+    """Selective search proposals for a detection set, cached under ``data/proposals/``.
+
+    ``(proposals, seconds_per_image)`` from ``utils.proposals.proposals_for_images`` with
+    ``PROPOSAL_MODE``: one float32 ``[P_i, 4]`` array per image, best first, and the
+    selective search time per image measured when the cache was made. Introduced in
+    notebook 07.
+    """
+    check_choice("data.variant", data.variant, ("detection",))
+    return proposals_for_images(
+        data.images,
+        cache_name="detection",
+        mode=PROPOSAL_MODE,
+        max_proposals=max_proposals,
+        progress=progress,
+    )
+
+
+def detector_cache_path(
+    directory: Path, stem: str, mode: str, settings, extra: Mapping, *, proposals: bool
+) -> Path:
+    """Where a detector trained on this bench is cached: ``directory/<stem>-<mode>-<key>.keras``.
+
+    The key hashes the detector's ``settings``, its ``extra`` parts (e.g. the RPN's
+    constants), the data (seed, difficulty, sizes), the proposal settings when it trains on
+    selective search boxes (``proposals``) and the course backbone it starts from, so
+    changing any of them trains a new model instead of loading a stale one.
+    """
+    parts = {
+        "training": settings,
+        **extra,
+        "data": [DETECTION_SEED, DETECTION_DIFFICULTY, dict(TRAINING_IMAGES)],
+        "backbone": backbone_identity(mode),
+    }
+    if proposals:
+        parts["proposals"] = [PROPOSAL_MODE, MAX_PROPOSALS]
+    return cached_model_path(directory, stem, mode, parts)
+
+
+def load_detector(
+    name: str,
+    path: Path,
+    mode: str,
+    settings,
+    fit: Callable,
+    *,
+    proposals: bool,
+    retrain: bool = False,
+    verbose: bool = True,
+) -> tuple[keras.Model, TrainingInfo]:
+    """A detector trained on the shared training images, from its cache or trained now.
+
+    On a miss: the training set of ``settings.num_images`` images (and their selective
+    search ``proposals`` when asked), a trainable copy of the course backbone, the seed
+    ``settings.recipe.seed`` (or ``settings.seed``), then ``fit(backbone, stride, data,
+    proposals_or_None) -> (model, history, training_size)``, timed; ``utils.cache.
+    load_or_train`` writes and reads the cache at ``path`` and prints what it did.
+    Introduced in notebook 07.
+    """
+
+    def train() -> Trained:
+        data = detection_training_set(settings.num_images)
+        boxes = detection_proposals(data, progress=verbose)[0] if proposals else None
+        backbone, stride = trainable_features(mode, verbose=verbose)
+        recipe = getattr(settings, "recipe", settings)
+        keras.utils.set_random_seed(recipe.seed)
+        start = time.perf_counter()
+        model, history, size = fit(backbone, stride, data, boxes)
+        return Trained(model, history, size, time.perf_counter() - start)
+
+    return load_or_train(
+        name,
+        mode,
+        path,
+        train,
+        settings=settings,
+        training_data=f"{settings.num_images} images",
+        retrain=retrain,
+        verbose=verbose,
+    )
