@@ -86,9 +86,9 @@ def test_publish_rewrites_badges_clone_and_constants_only(tmp_path):
         assert after["cells"][2:] == old["cells"][2:] and after["metadata"] == old["metadata"]
         heading = "".join(after["cells"][0]["source"])
         url = f"colab.research.google.com/github/teacher/course-fork/blob/spring/notebooks/{path.name}"
-        assert url in heading and "keras-feature-extraction" not in heading
+        assert url in heading and colab.github_name(colab.REPOSITORY) not in heading
         assert heading.replace(url, "") == "".join(old["cells"][0]["source"]).replace(
-            f"colab.research.google.com/github/keras-feature-extraction/course/blob/main/notebooks/{path.name}",
+            f"colab.research.google.com/github/{colab.github_name(colab.REPOSITORY)}/blob/{colab.BRANCH}/notebooks/{path.name}",
             "",
         )
         setup = "".join(after["cells"][1]["source"])
@@ -152,7 +152,8 @@ class FakeColab:
         self.pip_returncode = pip_returncode
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
         monkeypatch.setattr(subprocess, "run", self.run)
-        monkeypatch.setattr(colab, "installed_opencv", lambda: ["opencv-python 5.0.0.93"])
+        self.installed = [["opencv-python 5.0.0.93"], ["opencv-contrib-python-headless 5.0.0.93"]]
+        monkeypatch.setattr(colab, "installed_opencv", lambda: self.installed.pop(0))
 
     def run(self, command, **_):
         if command[1] == "-c":
@@ -181,16 +182,21 @@ def test_colab_without_contrib_swaps_every_cv2_package_and_says_so(monkeypatch, 
     assert install[:2] == ["install", colab.opencv_requirement()]
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert out.startswith(
-        "OpenCV: replaced opencv-python 5.0.0.93 with opencv-contrib-python-headless"
+    assert out == (
+        "OpenCV: replaced opencv-python 5.0.0.93 with opencv-contrib-python-headless 5.0.0.93 "
+        "for selective search\n"
     )
 
 
-def test_colab_with_cv2_already_imported_asks_for_a_restart_in_one_line(monkeypatch):
+def test_colab_with_cv2_already_imported_asks_for_a_restart_in_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
     FakeColab(monkeypatch, probes=[False, True])
-    with pytest.raises(colab.RestartSession, match=r"Runtime > Restart session") as error:
+    with pytest.raises(
+        colab.RestartSession,
+        match=r"^OpenCV: replaced .*5\.0\.0\.93 for selective search; this session already imported the old cv2: use Runtime > Restart session, then run this cell again$",
+    ) as error:
         colab.ensure_colab_packages()
+    assert capsys.readouterr().out == ""
     assert error.value._render_traceback_() == [str(error.value)]
     assert "\n" not in str(error.value)
 
@@ -212,3 +218,31 @@ def test_nothing_runs_outside_colab(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
     colab.ensure_colab_packages()
+
+
+def test_course_py_publish_rewrites_a_copy_of_the_course(tmp_path):
+    for name in ("course.py", "utils", "notebooks"):
+        source = colab.ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    command = [sys.executable, "course.py", "publish", "--repository"]
+    done = subprocess.run(
+        [*command, "https://github.com/teacher/fork", "--branch", "v2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rewrote utils/colab.py" in done.stdout
+    assert "colab.research.google.com/github/teacher/fork/blob/v2/notebooks/01_" in done.stdout
+    assert (
+        'REPOSITORY = "https://github.com/teacher/fork"'
+        in (tmp_path / "utils/colab.py").read_text()
+    )
+    refused = subprocess.run(
+        [*command, "https://example.org/fork"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: repository='https://example.org/fork': expected")

@@ -232,7 +232,7 @@ def ensure_colab_packages() -> None:
     probe again, printing one line. pip's output is kept back (its resolver warns that
     packages asking for ``opencv-python`` lost it; the contrib build provides the same
     ``cv2``). When this kernel had already imported the old ``cv2``, it stops with
-    :class:`RestartSession` (one line: restart, run again); the second run finds
+    :class:`RestartSession` instead (the same line, plus: restart, run again); the next run finds
     selective search working and installs nothing. Outside Colab it does nothing.
     """
     if "google.colab" not in sys.modules:
@@ -251,12 +251,12 @@ def ensure_colab_packages() -> None:
     version, why = selective_search_version()
     if version is None:
         raise RuntimeError(f"OpenCV: installed {requirement}, but selective search fails: {why}")
-    print(
-        f"OpenCV: replaced {', '.join(before) or 'no cv2 package'} with {OPENCV_PACKAGE} "
-        f"{version}, for selective search (OpenCV's contrib modules)"
+    replaced = (
+        f"OpenCV: replaced {', '.join(before) or 'no cv2 package'} with "
+        f"{', '.join(installed_opencv())} for selective search"
     )
     if "cv2" in sys.modules:
         raise RestartSession(
-            f"OpenCV {version} is installed, but this session had already imported the old "
-            f"cv2: {RESTART_ADVICE}"
+            f"{replaced}; this session already imported the old cv2: {RESTART_ADVICE}"
         )
+    print(replaced)

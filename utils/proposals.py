@@ -25,9 +25,11 @@ from utils.course import DATA_DIR
 MODES = ("fast", "quality")
 PROPOSAL_CACHE_DIR = DATA_DIR / "proposals"
 CONTRIB_MISSING = (
-    "selective_search needs OpenCV's contrib modules (cv2.ximgproc): "
-    "pip uninstall -y opencv-python opencv-python-headless && "
-    "pip install opencv-contrib-python-headless"
+    "selective_search needs OpenCV's contrib modules (cv2.ximgproc.segmentation). In Colab, "
+    "run the notebook's setup cell again (it swaps OpenCV) and restart the session if it "
+    "says so; elsewhere: pip uninstall -y opencv-python opencv-python-headless "
+    "opencv-contrib-python opencv-contrib-python-headless && pip install "
+    "opencv-contrib-python-headless"
 )
 
 
