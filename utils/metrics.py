@@ -110,6 +110,8 @@ def mean_average_precision(ground_truths, detections, iou_threshold=0.5, method=
     (highest first, ties in input order); each takes the ground-truth box of its class
     in its image with the highest IoU and is a true positive if that IoU >=
     ``iou_threshold`` and the box is not yet matched (it then is), else a false positive.
+    ``>=`` as the devkit's MATLAB ``VOCevaldet.m`` (``ovmax >= minoverlap``), the spec and
+    COCO; py-faster-rcnn's ``voc_eval.py`` uses ``>``.
     AP is dataset-level per class (``average_precision``); mAP is the mean over the
     classes that have ground truth (a class with ground truth but no detections scores
     0; classes only detected are left out). No "difficult" flags.

@@ -96,7 +96,7 @@ def best_time(function: Callable, *args, repeats: int = 5) -> float:
     The least disturbed run, as Python's ``timeit`` advises for a shared machine; call the
     function once before (tracing, compiling) so that no timed call pays for it. Outputs
     are turned into NumPy inside the clock, so the work is really done. Introduced in
-    notebook 08.
+    notebook 07.
     """
     import numpy as np
 
