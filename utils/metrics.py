@@ -103,6 +103,21 @@ def _match_class(ground_truths, detections, overlaps, label, iou_threshold):
     return true_positive, scores, ground_truth_count
 
 
+def checked_images(ground_truths, detections) -> tuple[list, list]:
+    """Both lists with every image's entry checked and as arrays (``_checked_image``):
+    ``(boxes, labels)`` per image of ground truth, ``(boxes, labels, scores)`` of
+    detections."""
+    ground_truths = [
+        _checked_image(entry, index, "ground_truths", ("boxes", "labels"))
+        for index, entry in enumerate(ground_truths)
+    ]
+    detections = [
+        _checked_image(entry, index, "detections", ("boxes", "labels", "scores"))
+        for index, entry in enumerate(detections)
+    ]
+    return ground_truths, detections
+
+
 def mean_average_precision(ground_truths, detections, iou_threshold=0.5, method="all-point"):
     """PASCAL VOC mean average precision over a data set, with per-class curves.
 
@@ -133,14 +148,7 @@ def mean_average_precision(ground_truths, detections, iou_threshold=0.5, method=
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
     if not 0 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold={iou_threshold!r}: expected a number in (0, 1]")
-    ground_truths = [
-        _checked_image(entry, index, "ground_truths", ("boxes", "labels"))
-        for index, entry in enumerate(ground_truths)
-    ]
-    detections = [
-        _checked_image(entry, index, "detections", ("boxes", "labels", "scores"))
-        for index, entry in enumerate(detections)
-    ]
+    ground_truths, detections = checked_images(ground_truths, detections)
     overlaps = [
         box_ops.iou(boxes, gt_boxes)
         for (gt_boxes, _), (boxes, _, _) in zip(ground_truths, detections, strict=True)

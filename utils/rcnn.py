@@ -46,6 +46,7 @@ from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_dete
 from utils.losses import smooth_l1, true_class_deltas
 from utils.matching import BACKGROUND, label_proposals, sample_balanced
 from utils.profiling import time_per_image
+from utils.progress import progress as show_progress
 from utils.roi_heads import BOX_WEIGHTS, NUM_CLASSES, Detections, postprocess_detections
 from utils.shapes import ShapesData
 from utils.training import EpochPrinter, fit_with_adam
@@ -201,9 +202,7 @@ def make_patch_training_set(
     parts = {"patches": [], "labels": [], "box_targets": [], "image_index": [], "boxes": []}
     indices = range(len(data))
     if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="labelling and warping", unit="image")
+        indices = show_progress(indices, desc="labelling and warping", unit="image")
     for index in indices:
         truth_boxes, truth_labels = data.boxes[index], data.labels[index]
         candidates = np.concatenate([np.asarray(proposals[index], np.float32), truth_boxes])

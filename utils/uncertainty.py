@@ -34,7 +34,7 @@ from utils.checks import (
     check_same_length,
     fail,
 )
-from utils.metrics import METHODS, _checked_image, _match_class
+from utils.metrics import METHODS, _match_class, checked_images
 
 RESAMPLES = 1000
 SEED = 0
@@ -300,14 +300,7 @@ def match_detections(ground_truths, detections, iou_threshold=0.5) -> list[_Clas
     """
     check_same_length("ground_truths", ground_truths, "detections", detections)
     check_number("iou_threshold", iou_threshold, 0.0, 1.0, low_open=True)
-    ground_truths = [
-        _checked_image(entry, index, "ground_truths", ("boxes", "labels"))
-        for index, entry in enumerate(ground_truths)
-    ]
-    detections = [
-        _checked_image(entry, index, "detections", ("boxes", "labels", "scores"))
-        for index, entry in enumerate(detections)
-    ]
+    ground_truths, detections = checked_images(ground_truths, detections)
     labels = [labels for _, labels in ground_truths if len(labels)]
     classes = np.unique(np.concatenate(labels)).tolist() if labels else []
     overlaps = [
@@ -435,6 +428,18 @@ def _image_weights(count, resamples, seed) -> np.ndarray:
     return weights
 
 
+def _resampled_maps(ground_truths, detection_sets, iou_threshold, method, resamples, seed):
+    """Per detection set, its mAP on the data set (entry 0) and on each bootstrap draw of
+    images (the same draws for every set)."""
+    check_choice("method", method, METHODS)
+    count = check_count("len(ground_truths)", len(ground_truths))
+    weights = np.vstack([np.ones((1, count)), _image_weights(count, resamples, seed)])
+    return [
+        resampled_map(match_detections(ground_truths, detections, iou_threshold), weights, method)
+        for detections in detection_sets
+    ]
+
+
 def map_bootstrap(
     ground_truths,
     detections_a,
@@ -458,16 +463,10 @@ def map_bootstrap(
     """
     check_same_length("ground_truths", ground_truths, "detections_a", detections_a)
     check_same_length("ground_truths", ground_truths, "detections_b", detections_b)
-    check_choice("method", method, METHODS)
+    maps_a, maps_b = _resampled_maps(
+        ground_truths, (detections_a, detections_b), iou_threshold, method, resamples, seed
+    )
     confidence = _check_confidence(confidence)
-    count = check_count("len(ground_truths)", len(ground_truths))
-    weights = np.vstack([np.ones((1, count)), _image_weights(count, resamples, seed)])
-    maps_a = resampled_map(
-        match_detections(ground_truths, detections_a, iou_threshold), weights, method
-    )
-    maps_b = resampled_map(
-        match_detections(ground_truths, detections_b, iou_threshold), weights, method
-    )
     differences = maps_a - maps_b
     return _percentile_difference(differences[1:], differences[0], confidence, "paired bootstrap")
 
@@ -486,13 +485,8 @@ def map_interval(
     Same draws and cached matching as ``map_bootstrap``. Introduced in notebook 07.
     """
     check_same_length("ground_truths", ground_truths, "detections", detections)
-    check_choice("method", method, METHODS)
+    (maps,) = _resampled_maps(ground_truths, (detections,), iou_threshold, method, resamples, seed)
     confidence = _check_confidence(confidence)
-    count = check_count("len(ground_truths)", len(ground_truths))
-    weights = np.vstack([np.ones((1, count)), _image_weights(count, resamples, seed)])
-    maps = resampled_map(
-        match_detections(ground_truths, detections, iou_threshold), weights, method
-    )
     tail = 50.0 * (1.0 - confidence)
     low, high = np.nanpercentile(maps[1:], [tail, 100.0 - tail])
     return float(maps[0]), float(low), float(high)
