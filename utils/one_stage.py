@@ -728,7 +728,7 @@ def one_stage_cache_path(mode: str | None = None, settings: OneStageSettings | N
 
 
 def load_one_stage(
-    loss: str = "focal",
+    loss: str | None = "focal",
     *,
     mode: str | None = None,
     settings: OneStageSettings | None = None,

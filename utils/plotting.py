@@ -369,7 +369,7 @@ def draw_pipelines(
     columns = max(len(steps) for _, steps, _ in rows)
     left, pitch = 2.6, step_width + step_gap
     if ax is None:
-        _, ax = plt.subplots(figsize=(left + columns * pitch, 1.2 * len(rows) + 0.4))
+        _, ax = plt.subplots(figsize=(0.6 * (left + columns * pitch), 0.9 * len(rows) + 0.4))
     for row, (name, steps, color) in enumerate(rows):
         y = len(rows) - row
         ax.text(0, y, name, ha="left", va="center", fontsize=9, fontweight="bold")
