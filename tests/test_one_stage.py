@@ -226,3 +226,32 @@ def test_bad_input_gets_one_line_errors(make, message):
     with pytest.raises(ValueError, match=message) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_time_side_by_side_keeps_every_image_and_the_least_disturbed_pass():
+    calls = []
+
+    def fake(name, slow_first):
+        def run(images):
+            calls.append((name, len(images)))
+            first = sum(1 for n, _ in calls if n == name) <= 2
+            seconds = 2.0 if (slow_first and first) else 1.0
+            timing = {"head": seconds, "total": seconds, "detection": seconds}
+            return [f"{name}:{image}" for image in images], timing
+
+        return run
+
+    images = np.arange(5)
+    results = one_stage.time_side_by_side(
+        {"a": fake("a", True), "b": fake("b", False)},
+        images,
+        chunk_size=3,
+        passes=2,
+        progress=False,
+    )
+    assert [n for n, _ in calls[:4]] == ["a", "b", "a", "b"]  # turns, chunk by chunk
+    assert results["a"][0] == [f"a:{i}" for i in range(5)]
+    assert results["a"][1]["total"] == pytest.approx(1.0)  # the slow first pass is dropped
+    assert results["b"][1] == {"head": 1.0, "total": 1.0, "detection": 1.0}
+    with pytest.raises(ValueError, match=r"passes=0: expected an integer >= 1"):
+        one_stage.time_side_by_side({"a": fake("a", False)}, images, passes=0)

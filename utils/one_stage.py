@@ -23,7 +23,7 @@ Trained with ``fit`` through ``OneStageDetector.train_step`` (targets in NumPy t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -575,6 +575,63 @@ def detect_images(
         description="one-stage detection",
         progress=progress,
     )
+
+
+def time_side_by_side(
+    detectors: Mapping[str, Callable],
+    images: np.ndarray,
+    *,
+    chunk_size: int = 10,
+    passes: int = 3,
+    progress: bool = True,
+) -> dict[str, tuple[list[Detections], dict[str, float]]]:
+    """Several detectors timed on the same images, taking turns: ``{name: (detections, timing)}``.
+
+    ``detectors`` maps a name to ``run(images) -> (detections, timing)`` (a detector's
+    ``detect_images`` with its model bound and ``progress=False``). The images are cut
+    into chunks of ``chunk_size``; in each of ``passes`` passes, every detector in turn
+    runs on a chunk before the next chunk starts, so a disturbance of a shared machine
+    hits all of them alike. For every detector and chunk the pass with the lowest
+    ``"total"`` is kept (the least disturbed, as ``utils.profiling.best_time`` keeps the
+    best call); ``timing`` is the image-weighted mean of those passes' per-image values.
+    The detections are the first pass's (every pass gives the same). Introduced in
+    notebook 11.
+    """
+    check_count("chunk_size", chunk_size)
+    check_count("passes", passes)
+    if not detectors:
+        raise ValueError("detectors={}: expected at least one name -> run(images) entry")
+    count = len(images)
+    starts = range(0, count, chunk_size)
+    best = {name: [None] * len(starts) for name in detectors}
+    found = {name: [None] * len(starts) for name in detectors}
+    bar = None
+    if progress:
+        from utils.progress import progress as progress_bar
+
+        bar = progress_bar(total=passes * len(starts), desc="detectors side by side", unit="chunk")
+    for _ in range(passes):
+        for index, start in enumerate(starts):
+            for name, run in detectors.items():
+                detections, timing = run(images[start : start + chunk_size])
+                if found[name][index] is None:
+                    found[name][index] = detections
+                if best[name][index] is None or timing["total"] < best[name][index]["total"]:
+                    best[name][index] = timing
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    sizes = [min(chunk_size, count - start) for start in starts]
+    results = {}
+    for name in detectors:
+        keys = best[name][0].keys() if starts else ()
+        timing = {
+            key: sum(t[key] * n for t, n in zip(best[name], sizes, strict=True)) / max(count, 1)
+            for key in keys
+        }
+        results[name] = ([d for chunk in found[name] for d in chunk], timing)
+    return results
 
 
 # ---- training and the cached model ------------------------------------------------------
