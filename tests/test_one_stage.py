@@ -249,7 +249,7 @@ def test_time_side_by_side_keeps_every_image_and_the_least_disturbed_pass():
         passes=2,
         progress=False,
     )
-    assert [n for n, _ in calls[:4]] == ["a", "b", "a", "b"]  # turns, chunk by chunk
+    assert [n for n, _ in calls[:4]] == ["a", "b", "b", "a"]  # turns, chunk by chunk, rotating
     assert results["a"][0] == [f"a:{i}" for i in range(5)]
     assert results["a"][1]["total"] == pytest.approx(1.0)  # the slow first pass is dropped
     assert results["b"][1] == {"head": 1.0, "total": 1.0, "detection": 1.0}

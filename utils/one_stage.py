@@ -590,8 +590,8 @@ def time_side_by_side(
     ``detectors`` maps a name to ``run(images) -> (detections, timing)`` (a detector's
     ``detect_images`` with its model bound and ``progress=False``). The images are cut
     into chunks of ``chunk_size``; in each of ``passes`` passes, every detector in turn
-    runs on a chunk before the next chunk starts, so a disturbance of a shared machine
-    hits all of them alike. For every detector and chunk the pass with the lowest
+    runs on a chunk before the next chunk starts (who goes first rotates from chunk to
+    chunk), so a disturbance of a shared machine hits all of them alike. For every detector and chunk the pass with the lowest
     ``"total"`` is kept (the least disturbed, as ``utils.profiling.best_time`` keeps the
     best call); ``timing`` is the image-weighted mean of those passes' per-image values.
     The detections are the first pass's (every pass gives the same). Introduced in
@@ -610,10 +610,12 @@ def time_side_by_side(
         from utils.progress import progress as progress_bar
 
         bar = progress_bar(total=passes * len(starts), desc="detectors side by side", unit="chunk")
-    for _ in range(passes):
+    names = list(detectors)
+    for repeat in range(passes):
         for index, start in enumerate(starts):
-            for name, run in detectors.items():
-                detections, timing = run(images[start : start + chunk_size])
+            turn = (repeat * len(starts) + index) % len(names)
+            for name in names[turn:] + names[:turn]:
+                detections, timing = detectors[name](images[start : start + chunk_size])
                 if found[name][index] is None:
                     found[name][index] = detections
                 if best[name][index] is None or timing["total"] < best[name][index]["total"]:
