@@ -1,15 +1,18 @@
-"""Loss terms the detectors share: smooth L1 and the true class's box deltas.
+"""Loss terms the detectors share: smooth L1, the true class's box deltas, focal loss.
 
 torchvision keeps ``smooth_l1_loss`` in ``models/detection/_utils.py`` and picks the true
 class's deltas inside ``fastrcnn_loss``; here both live once, for R-CNN's patch classifier
-(notebook 07), the RoI head of Fast and Faster R-CNN (``utils.roi_heads``) and the RPN
-(``utils.rpn``). ``keras.ops`` throughout, so they work eagerly and inside a graph.
-Introduced in notebook 07.
+(notebook 07), the RoI head of Fast and Faster R-CNN (``utils.roi_heads``), the RPN
+(``utils.rpn``) and the one-stage detector (``utils.one_stage``, notebook 11), with
+RetinaNet's focal loss. ``keras.ops`` throughout, so they work eagerly and inside a
+graph. Introduced in notebook 07.
 """
 
 from __future__ import annotations
 
 from keras import ops
+
+from utils.checks import check_fraction, check_number
 
 
 def smooth_l1(difference, beta: float = 1.0):
@@ -37,3 +40,26 @@ def true_class_deltas(deltas, labels):
         ops.maximum(ops.cast(labels, "int32") - 1, 0), num_classes, dtype=per_class.dtype
     )
     return ops.sum(per_class * chosen[:, :, None], axis=1)
+
+
+def sigmoid_focal_loss(logits, targets, alpha: float | None = 0.25, gamma: float = 2.0):
+    """The focal loss of RetinaNet (Lin et al., 2017), elementwise, before any reduction.
+
+    torchvision's ``ops.sigmoid_focal_loss`` formula: ``p = sigmoid(logits)``, ``ce =``
+    binary cross-entropy of ``targets`` (0 or 1) with ``logits``, ``p_t = p t + (1 - p)(1 -
+    t)``, loss ``= ce (1 - p_t)^gamma``, times ``alpha_t = alpha t + (1 - alpha)(1 - t)``
+    unless ``alpha`` is None (torchvision's ``alpha < 0``). ``gamma = 0`` and ``alpha =
+    None`` is plain binary cross-entropy. Introduced in notebook 11.
+    """
+    if alpha is not None:
+        check_fraction("alpha", alpha)
+    check_number("gamma", gamma, 0.0)
+    logits = ops.cast(logits, "float32")
+    targets = ops.cast(targets, "float32")
+    probability = ops.sigmoid(logits)
+    cross_entropy = ops.binary_crossentropy(targets, logits, from_logits=True)
+    p_t = probability * targets + (1.0 - probability) * (1.0 - targets)
+    loss = cross_entropy if gamma == 0 else cross_entropy * (1.0 - p_t) ** gamma
+    if alpha is not None:
+        loss = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * loss
+    return loss

@@ -343,3 +343,90 @@ def plot_pr_curves(result: dict, class_names: Sequence[str], *, cell_size: float
     axes[0].legend(loc="lower left", fontsize=7)
     figure.tight_layout()
     return figure
+
+
+# --- notebook 11 ---
+
+
+def draw_pipelines(
+    rows: Sequence[tuple[str, Sequence[str], str]],
+    *,
+    step_width: float = 1.9,
+    step_gap: float = 0.4,
+    ax=None,
+):
+    """Detectors' stages as rows of boxes joined by arrows; return the Figure.
+
+    ``rows``: one ``(name, steps, color)`` per detector, drawn top to bottom, its ``steps``
+    (box texts) left to right. A step whose text is empty leaves its place blank (a stage
+    a detector does not have), so the stages the rows share stay in one column.
+    Introduced in notebook 11.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if not rows:
+        raise ValueError("rows=[]: expected at least one (name, steps, color) row")
+    columns = max(len(steps) for _, steps, _ in rows)
+    left, pitch = 2.6, step_width + step_gap
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * (left + columns * pitch), 0.9 * len(rows) + 0.4))
+    for row, (name, steps, color) in enumerate(rows):
+        y = len(rows) - row
+        ax.text(0, y, name, ha="left", va="center", fontsize=9, fontweight="bold")
+        drawn = [index for index, text in enumerate(steps) if text]
+        for index in drawn:
+            x = left + index * pitch
+            box = FancyBboxPatch(
+                (x, y - 0.3), step_width, 0.6, boxstyle="round,pad=0.05", facecolor=color,
+                edgecolor="0.3",
+            )  # fmt: skip
+            ax.add_patch(box)
+            ax.text(x + step_width / 2, y, steps[index], ha="center", va="center", fontsize=8)
+        for start, end in zip(drawn, drawn[1:], strict=False):
+            begin = (left + start * pitch + step_width + 0.05, y)
+            arrow = FancyArrowPatch(
+                begin, (left + end * pitch - 0.05, y), arrowstyle="-|>", mutation_scale=10,
+                color="0.3",
+            )  # fmt: skip
+            ax.add_patch(arrow)
+    ax.set_xlim(-0.1, left + columns * pitch)
+    ax.set_ylim(0.4, len(rows) + 0.6)
+    ax.set_axis_off()
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def draw_anchor_targets(
+    image: np.ndarray,
+    anchors: np.ndarray,
+    anchor_labels: np.ndarray,
+    truth_boxes: np.ndarray,
+    *,
+    ax=None,
+    title: str | None = None,
+):
+    """One image with its anchors' training targets; return the Axes.
+
+    ``anchor_labels`` in ``utils.matching``'s table (``c + 1`` positive for class ``c``, 0
+    background, -1 ignored): positive anchors are drawn in their class's colour, ignored
+    ones thin and grey, the ground truth ``truth_boxes`` dashed white; background anchors,
+    nearly all of them, are not drawn. Introduced in notebook 11.
+    """
+    anchors = np.asarray(anchors, np.float32).reshape(-1, 4)
+    anchor_labels = np.asarray(anchor_labels).reshape(-1)
+    if len(anchor_labels) != len(anchors):
+        raise ValueError(
+            f"anchor_labels has {len(anchor_labels)} entries and anchors {len(anchors)} rows: "
+            "expected one label per anchor"
+        )
+    ax = draw_boxes(image, ax=ax, title=title)
+    colors = plt.get_cmap("tab10").colors
+    for box in anchors[anchor_labels < 0]:
+        _outline(ax, box, "0.6", linewidth=0.5)
+    for box, label in zip(
+        anchors[anchor_labels > 0], anchor_labels[anchor_labels > 0], strict=True
+    ):
+        _outline(ax, box, colors[(int(label) - 1) % len(colors)], linewidth=1.0)
+    for box in np.asarray(truth_boxes, np.float32).reshape(-1, 4):
+        _outline(ax, box, "white", linestyle="--", linewidth=1.2)
+    return ax
