@@ -1,7 +1,27 @@
-"""Helpers the detector tests share: a tiny stand-in backbone and the cached-loader check."""
+"""Helpers the detector tests share: tiny detection images, a tiny stand-in backbone and the
+cached-loader check."""
 
 import keras
 import numpy as np
+
+from utils.shapes import make_shapes
+
+TINY_CLASSES = ("circle", "square", "triangle")
+TINY_IMAGE_SIZE = 64
+
+
+def tiny_detection_images(count: int):
+    """``count`` 64x64 detection images of ``TINY_CLASSES`` with one or two objects each."""
+    return make_shapes(
+        "detection",
+        count,
+        image_size=TINY_IMAGE_SIZE,
+        difficulty="easy",
+        seed=3,
+        classes=TINY_CLASSES,
+        min_objects=1,
+        max_objects=2,
+    )
 
 
 def make_tiny_backbone(stride: int = 4, channels: int = 8) -> keras.Model:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from detection_helpers import TINY_IMAGE_SIZE, tiny_detection_images
 
 from utils import detection_data
 from utils import proposals as proposals_module
@@ -37,3 +38,40 @@ def test_proposals_are_cached_per_image_bytes(tmp_path, monkeypatch):
     assert len(list(tmp_path.iterdir())) == 1
     with pytest.raises(ValueError, match="data.variant='classification'"):
         detection_data.detection_proposals(make_shapes("classification", 2))
+
+
+def test_training_batches_flip_images_and_boxes_together():
+    images = tiny_detection_images(2)
+    seen = set()
+    dataset = detection_data.training_batches(
+        images, images_per_batch=1, seed=0, horizontal_flip=True, vertical_flip=True
+    )
+    for _ in range(4):  # four epochs: new flips each time
+        for image, targets in dataset:
+            image, boxes = image.numpy()[0], targets["boxes"].numpy()[0]
+            count = int(targets["count"].numpy()[0])
+            matches = []
+            for index, original in enumerate(images.images):
+                for flip_x in (False, True):
+                    for flip_y in (False, True):
+                        picture, truth = original, images.boxes[index].copy()
+                        if flip_x:
+                            picture = picture[:, ::-1]
+                            truth[:, [0, 2]] = TINY_IMAGE_SIZE - truth[:, [2, 0]]
+                        if flip_y:
+                            picture = picture[::-1]
+                            truth[:, [1, 3]] = TINY_IMAGE_SIZE - truth[:, [3, 1]]
+                        if np.array_equal(picture, image):
+                            matches.append((index, flip_x, flip_y))
+                            np.testing.assert_allclose(boxes[:count], truth)
+            assert len(matches) == 1
+            seen.add(matches[0])
+    assert len(seen) > 2  # flips do happen, and not always the same ones
+
+
+def test_training_batches_are_whole_and_plain_without_flips():
+    images = tiny_detection_images(3)
+    batches = list(detection_data.training_batches(images, images_per_batch=2, seed=0))
+    assert len(batches) == 1 and batches[0][0].shape[0] == 2  # the remainder is dropped
+    with pytest.raises(ValueError, match=r"images_per_batch=0: expected an integer >= 1"):
+        detection_data.training_batches(images, images_per_batch=0, seed=0)

@@ -1,20 +1,20 @@
 """utils.one_stage: targets against match_boxes, the loss and its shares, the model's shapes,
 training, inference, the cached loader and bad input."""
 
+import detection_helpers as helpers
 import keras
 import numpy as np
 import pytest
-from detection_helpers import check_cached_loader, make_tiny_backbone
 
 from utils import boxes as box_ops
+from utils import losses as losses_module
 from utils import one_stage
 from utils.matching import BACKGROUND, IGNORED, match_boxes
 from utils.roi_heads import Detections
-from utils.shapes import make_shapes, to_tf_dataset
+from utils.shapes import to_tf_dataset
 
 STRIDE = 4
-CLASSES = ("circle", "square", "triangle")
-IMAGE_SIZE = 64
+CLASSES, IMAGE_SIZE = helpers.TINY_CLASSES, helpers.TINY_IMAGE_SIZE
 
 
 def tiny_model(**options):
@@ -28,23 +28,14 @@ def tiny_model(**options):
     }
     settings.update(options)
     return one_stage.OneStageDetector(
-        make_tiny_backbone(STRIDE, channels=16), len(CLASSES), **settings
+        helpers.make_tiny_backbone(STRIDE, channels=16), len(CLASSES), **settings
     )
 
 
 @pytest.fixture(scope="module")
 def images():
     """Four 64x64 detection images with one or two objects each."""
-    return make_shapes(
-        "detection",
-        4,
-        image_size=IMAGE_SIZE,
-        difficulty="easy",
-        seed=3,
-        classes=CLASSES,
-        min_objects=1,
-        max_objects=2,
-    )
+    return helpers.tiny_detection_images(4)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -94,10 +85,10 @@ def test_loss_normalises_by_positives_and_ignores_what_it_should():
     deltas = np.zeros((1, 4, 4), np.float32)
     targets = np.zeros((1, 4, 4), np.float32)
     targets[0, 0] = [0.5, 0, 0, 0]
-    losses = one_stage.one_stage_loss(logits, deltas, labels, targets, alpha=None, gamma=0.0)
+    losses = losses_module.one_stage_loss(logits, deltas, labels, targets, alpha=None, gamma=0.0)
     # Three non-ignored anchors x 2 classes of log(2), over 2 positives.
     np.testing.assert_allclose(float(losses["class_loss"]), 6 * np.log(2) / 2, rtol=1e-5)
-    smooth = 0.5 - 0.5 * one_stage.SMOOTH_L1_BETA
+    smooth = 0.5 - 0.5 * losses_module.SMOOTH_L1_BETA
     np.testing.assert_allclose(float(losses["box_loss"]), smooth / 2, rtol=1e-5)
 
 
@@ -107,8 +98,8 @@ def test_easy_negatives_dominate_cross_entropy_but_not_focal_loss():
     labels[:10] = 1
     logits = np.full((2000, 3), -4.6, np.float32)  # p = 0.01: the prior, easy negatives
     logits[:10, 0] = rng.normal(0.0, 1.0, 10)
-    plain = one_stage.loss_shares(logits, labels, alpha=0.5, gamma=0.0)
-    focal = one_stage.loss_shares(logits, labels, alpha=0.25, gamma=2.0)
+    plain = losses_module.loss_shares(logits, labels, alpha=0.5, gamma=0.0)
+    focal = losses_module.loss_shares(logits, labels, alpha=0.25, gamma=2.0)
     for shares in (plain, focal):
         total = shares["positives"] + shares["hard_negatives"] + shares["easy_negatives"]
         assert abs(total - 1) < 1e-6 and shares["pairs"] == 6000
@@ -184,7 +175,7 @@ def test_load_one_stage_trains_on_a_miss_then_loads(tiny_detector_cache, capsys,
     def load(**options):
         return one_stage.load_one_stage("cross_entropy", **options)
 
-    info = check_cached_loader(load, folder, capsys, outputs)
+    info = helpers.check_cached_loader(load, folder, capsys, outputs)
     assert info.path.name.startswith("one_stage_cross_entropy-")
     assert info.settings.recipe.gamma == 0.0 and info.training_size == 2
     focal = one_stage.one_stage_cache_path("fast", settings)
@@ -211,7 +202,7 @@ def test_load_one_stage_trains_on_a_miss_then_loads(tiny_detector_cache, capsys,
             r"labels has 1 entries and boxes 2 rows",
         ),
         (
-            lambda: one_stage.loss_shares(np.zeros((5, 3)), np.zeros(4)),
+            lambda: losses_module.loss_shares(np.zeros((5, 3)), np.zeros(4)),
             r"class_logits has shape \(5, 3\) and anchor_labels \(4,\)",
         ),
         (
@@ -226,32 +217,3 @@ def test_bad_input_gets_one_line_errors(make, message):
     with pytest.raises(ValueError, match=message) as error:
         make()
     assert "\n" not in str(error.value)
-
-
-def test_time_side_by_side_keeps_every_image_and_the_least_disturbed_pass():
-    calls = []
-
-    def fake(name, slow_first):
-        def run(images):
-            calls.append((name, len(images)))
-            first = sum(1 for n, _ in calls if n == name) <= 2
-            seconds = 2.0 if (slow_first and first) else 1.0
-            timing = {"head": seconds, "total": seconds, "detection": seconds}
-            return [f"{name}:{image}" for image in images], timing
-
-        return run
-
-    images = np.arange(5)
-    results = one_stage.time_side_by_side(
-        {"a": fake("a", True), "b": fake("b", False)},
-        images,
-        chunk_size=3,
-        passes=2,
-        progress=False,
-    )
-    assert [n for n, _ in calls[:4]] == ["a", "b", "b", "a"]  # turns, chunk by chunk, rotating
-    assert results["a"][0] == [f"a:{i}" for i in range(5)]
-    assert results["a"][1]["total"] == pytest.approx(1.0)  # the slow first pass is dropped
-    assert results["b"][1] == {"head": 1.0, "total": 1.0, "detection": 1.0}
-    with pytest.raises(ValueError, match=r"passes=0: expected an integer >= 1"):
-        one_stage.time_side_by_side({"a": fake("a", False)}, images, passes=0)

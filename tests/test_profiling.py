@@ -1,10 +1,17 @@
 """utils.profiling: the stage timer and timing loop; operation counts against the formulas."""
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.profiling import StageTimer, best_time, float_operations, time_per_image
+from utils.profiling import (
+    StageTimer,
+    best_time,
+    float_operations,
+    time_per_image,
+    time_side_by_side,
+)
 
 
 def test_dense_layer_is_two_m_n_k():
@@ -87,3 +94,32 @@ def test_best_time_is_the_shortest_run(monkeypatch):
     assert calls == [7, 7, 7]
     with pytest.raises(ValueError, match="repeats=0"):
         best_time(lambda: None, repeats=0)
+
+
+def test_time_side_by_side_keeps_every_image_and_the_least_disturbed_pass():
+    calls = []
+
+    def fake(name, slow_first):
+        def run(images):
+            calls.append((name, len(images)))
+            first = sum(1 for n, _ in calls if n == name) <= 2
+            seconds = 2.0 if (slow_first and first) else 1.0
+            timing = {"head": seconds, "total": seconds, "detection": seconds}
+            return [f"{name}:{image}" for image in images], timing
+
+        return run
+
+    images = np.arange(5)
+    results = time_side_by_side(
+        {"a": fake("a", True), "b": fake("b", False)},
+        images,
+        chunk_size=3,
+        passes=2,
+        progress=False,
+    )
+    assert [n for n, _ in calls[:4]] == ["a", "b", "b", "a"]  # turns, chunk by chunk, rotating
+    assert results["a"][0] == [f"a:{i}" for i in range(5)]
+    assert results["a"][1]["total"] == pytest.approx(1.0)  # the slow first pass is dropped
+    assert results["b"][1] == {"head": 1.0, "total": 1.0, "detection": 1.0}
+    with pytest.raises(ValueError, match=r"passes=0: expected an integer >= 1"):
+        time_side_by_side({"a": fake("a", False)}, images, passes=0)

@@ -21,13 +21,15 @@ from types import MappingProxyType
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from utils import boxes as box_ops
 from utils.backbone import backbone_identity, trainable_features
 from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
 from utils.checks import check_choice, check_count
 from utils.course import resolve_mode
 from utils.proposals import proposals_for_images
-from utils.shapes import ShapesData, make_shapes
+from utils.shapes import ShapesData, make_shapes, to_tf_dataset
 
 DETECTION_SEED = 7
 """The seed of the shared shapes detection sets (train and validation splits)."""
@@ -156,3 +158,49 @@ def load_detector(
         retrain=retrain,
         verbose=verbose,
     )
+
+
+def training_batches(
+    data: ShapesData,
+    *,
+    images_per_batch: int,
+    seed: int,
+    horizontal_flip: bool = False,
+    vertical_flip: bool = False,
+):
+    """The training batches of the detectors trained through ``fit`` (Faster R-CNN, the
+    one-stage detector): ``utils.shapes.to_tf_dataset``, shuffled (seeded), each image
+    mirrored with its boxes at random per flip asked for (one coin per flip and image: new
+    ones every epoch, the same ones every run), whole batches only (``drop_remainder``), so
+    every step sees ``images_per_batch`` images, also when a distribution strategy splits
+    them. Introduced in notebook 09.
+    """
+    check_count("images_per_batch", images_per_batch)
+    max_objects = max(1, max(len(labels) for labels in data.labels))
+    dataset = to_tf_dataset(data, shuffle=True, seed=seed, max_objects=max_objects)
+    flips = [
+        (horizontal, float(data.images.shape[2 if horizontal else 1]))
+        for horizontal, wanted in ((True, horizontal_flip), (False, vertical_flip))
+        if wanted
+    ]
+    if flips:
+
+        @tf.autograph.experimental.do_not_convert  # plain Python over a fixed list
+        def random_flips(example, coins):
+            image, targets = example
+            boxes = targets["boxes"]
+            for (horizontal, size), coin in zip(flips, tf.unstack(coins), strict=True):
+                flip = coin < 0.5
+                boxes = tf.where(
+                    flip, box_ops.flip_boxes(boxes, size, horizontal=horizontal), boxes
+                )
+                image = tf.where(flip, tf.reverse(image, axis=[1 if horizontal else 0]), image)
+            return image, {**targets, "boxes": boxes}
+
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda number: tf.random.stateless_uniform(
+                (len(flips),), seed=tf.stack([number, number // 2])
+            )
+        )
+        dataset = tf.data.Dataset.zip(dataset, coins).map(random_flips)
+    return dataset.batch(min(images_per_batch, len(data)), drop_remainder=True)

@@ -35,13 +35,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from utils import boxes as box_ops
 from utils import rpn
 from utils.anchors import generate_anchors
 from utils.cache import TrainingInfo
-from utils.checks import check_count, check_fraction, check_pair, check_rgb_images
+from utils.checks import check_count, check_fraction, check_pair
 from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.detection_data import (
+    TRAINING_IMAGES,
+    detector_cache_path,
+    load_detector,
+)
+from utils.detector_model import EndToEndDetector
 from utils.layers import boxes_to_rois, image_rois
 from utils.matching import IGNORED
 from utils.profiling import time_per_image
@@ -59,8 +63,8 @@ from utils.roi_heads import (
     postprocess_detections,
     sample_rois,
 )
-from utils.shapes import ShapesData, to_tf_dataset
-from utils.training import EpochPrinter, fit_with_adam
+from utils.shapes import ShapesData
+from utils.training import EpochPrinter
 
 FASTER_RCNN_CACHE_DIR = DATA_DIR / "faster_rcnn"
 LOSS_NAMES = ("rpn_objectness_loss", "rpn_box_loss", "class_loss", "box_loss")
@@ -86,7 +90,7 @@ def _sample_image_rois(proposals, valid, boxes, labels, seed, *, num_samples, fo
 
 
 @keras.saving.register_keras_serializable(package="course")
-class FasterRCNN(keras.Model):
+class FasterRCNN(EndToEndDetector):
     """Faster R-CNN: backbone, RPN and Fast R-CNN head sharing one feature map.
 
     ``backbone`` maps pixel images ``[B, H, W, 3]`` (0..255) to a feature map with
@@ -182,21 +186,8 @@ class FasterRCNN(keras.Model):
         )
         self.head.build(feature_shape, (None, 5))
         self.seed_generator = keras.random.SeedGenerator(0, name="sampling_seed")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
-        self._parts = None
+        self.track_losses(LOSS_NAMES)
         self.built = True
-
-    def build(self, input_shape=None):
-        # Every weight exists after __init__, so a saved model loads without a call.
-        self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def features(self, images):
-        """The backbone's feature map of pixel images ``[B, H, W, 3]`` (0..255)."""
-        return self.backbone(ops.cast(images, "float32"), training=False)
 
     def propose(self, features, training=False):
         """RPN on a feature map: ``(objectness_logits, deltas, (boxes, scores, valid))``."""
@@ -260,8 +251,9 @@ class FasterRCNN(keras.Model):
             ),
         )
 
-    def joint_losses(self, images, boxes, labels):
-        """The four loss terms of one batch (a dict keyed by ``LOSS_NAMES``), in training mode.
+    def batch_losses(self, images, boxes, labels):
+        """The four loss terms of one batch (a dict keyed by ``LOSS_NAMES``), in training mode:
+        approximate joint training, the RPN and the head on the same feature map.
 
         ``boxes [B, M, 4]`` and ``labels [B, M]`` are the padded ground truth (labels < 0
         mark padding), as ``utils.shapes.to_tf_dataset`` gives them.
@@ -286,21 +278,6 @@ class FasterRCNN(keras.Model):
             "box_loss": head_losses["box_loss"],
         }
 
-    def train_step(self, data):
-        images, targets = data[0], data[1]
-        with tf.GradientTape() as tape:
-            losses = self.joint_losses(images, targets["boxes"], targets["labels"])
-            loss = sum(losses.values())
-            # Gradients are summed over replicas: each contributes its share of the mean.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        self.trackers["loss"].update_state(loss)
-        for name in LOSS_NAMES:
-            self.trackers[name].update_state(losses[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
     # -- inference --------------------------------------------------------------------
 
     def compiled_parts(self):
@@ -315,11 +292,7 @@ class FasterRCNN(keras.Model):
                 return self.propose(features)[2]
 
             self._parts = (
-                tf.function(
-                    self.features,
-                    input_signature=[tf.TensorSpec((1, *self.image_size, 3), "uint8")],
-                    jit_compile=True,
-                ),
+                self.compiled_backbone(),
                 tf.function(rpn_stage, reduce_retracing=True),
                 CompiledHead(self.head),
             )
@@ -328,7 +301,7 @@ class FasterRCNN(keras.Model):
     def warm_up(self) -> None:
         """Compile the inference stages for every proposal count the RPN can give."""
         backbone, rpn_stage, head = self.compiled_parts()
-        features = backbone(np.zeros((1, *self.image_size, 3), np.uint8))
+        features = backbone(self.blank_image())
         rpn_stage(features)
         head.warm_up(features, self.post_nms_top_n["inference"])
 
@@ -341,10 +314,6 @@ class FasterRCNN(keras.Model):
             boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(backbone(image[None])))
             result.append(boxes[valid][:top_n])
         return result
-
-    def checked_images(self, images) -> np.ndarray:
-        """``images`` as a uint8 array ``[N, H, W, 3]`` of ``image_size``, or a clear error."""
-        return check_rgb_images(images, size=self.image_size)
 
     def get_config(self):
         config = super().get_config()
@@ -492,45 +461,6 @@ def build_faster_rcnn(
     )
 
 
-def training_dataset(data: ShapesData, recipe: TrainingRecipe):
-    """The training batches: ``utils.shapes.to_tf_dataset``, shuffled (seeded), whole batches.
-
-    Full batches only (``drop_remainder``), so every step sees ``images_per_batch`` images,
-    also when a distribution strategy splits them. Introduced in notebook 09.
-    """
-    max_objects = max(1, max(len(labels) for labels in data.labels))
-    dataset = to_tf_dataset(data, shuffle=True, seed=recipe.seed, max_objects=max_objects)
-    flips = [
-        (horizontal, float(data.images.shape[2 if horizontal else 1]))
-        for horizontal, wanted in (
-            (True, recipe.horizontal_flip),
-            (False, recipe.vertical_flip),
-        )
-        if wanted
-    ]
-    if flips:
-
-        def random_flips(example, coins):
-            image, targets = example
-            boxes = targets["boxes"]
-            for (horizontal, size), coin in zip(flips, tf.unstack(coins), strict=True):
-                flip = coin < 0.5
-                boxes = tf.where(
-                    flip, box_ops.flip_boxes(boxes, size, horizontal=horizontal), boxes
-                )
-                image = tf.where(flip, tf.reverse(image, axis=[1 if horizontal else 0]), image)
-            return image, {**targets, "boxes": boxes}
-
-        # One uniform coin per flip and image: new ones every epoch, the same ones every run.
-        coins = tf.data.Dataset.random(seed=recipe.seed, rerandomize_each_iteration=True).map(
-            lambda number: tf.random.stateless_uniform(
-                (len(flips),), seed=tf.stack([number, number // 2])
-            )
-        )
-        dataset = tf.data.Dataset.zip(dataset, coins).map(random_flips)
-    return dataset.batch(min(recipe.images_per_batch, len(data)), drop_remainder=True)
-
-
 def train_faster_rcnn(
     model: FasterRCNN,
     data: ShapesData,
@@ -540,22 +470,12 @@ def train_faster_rcnn(
 ) -> dict[str, list[float]]:
     """Approximate joint training with Adam (cosine-decayed learning rate); the Keras history.
 
-    The history holds per-epoch means of ``loss`` and each of ``LOSS_NAMES``. The training
-    step samples RoIs in NumPy (``tf.numpy_function``), which XLA cannot compile, so it is
-    compiled with ``jit_compile=False`` on every device. Introduced in notebook 09.
+    The history holds per-epoch means of ``loss`` and each of ``LOSS_NAMES``
+    (``EndToEndDetector.fit_recipe``: the step samples anchors and RoIs in NumPy, so it
+    runs without XLA). Introduced in notebook 09.
     """
-    dataset = training_dataset(data, recipe)
-    return fit_with_adam(
-        model,
-        dataset,
-        epochs=recipe.epochs,
-        steps_per_epoch=max(int(dataset.cardinality()), 1),
-        learning_rate=recipe.learning_rate,
-        printer=EpochPrinter({name.replace("_loss", ""): name for name in LOSS_NAMES}),
-        verbose=verbose,
-        shuffle=False,
-        jit_compile=False,
-    )
+    printer = EpochPrinter({name.replace("_loss", ""): name for name in LOSS_NAMES})
+    return model.fit_recipe(data, recipe, printer, verbose=verbose)
 
 
 def faster_rcnn_cache_path(

@@ -23,7 +23,7 @@ Trained with ``fit`` through ``OneStageDetector.train_step`` (targets in NumPy t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -42,17 +42,21 @@ from utils.checks import (
     check_fraction,
     check_number,
     check_pair,
-    check_rgb_images,
 )
 from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
-from utils.losses import sigmoid_focal_loss, smooth_l1
+from utils.detection_data import (
+    TRAINING_IMAGES,
+    detector_cache_path,
+    load_detector,
+)
+from utils.detector_model import EndToEndDetector
+from utils.losses import SMOOTH_L1_BETA, one_stage_loss
 from utils.matching import BACKGROUND, BELOW_LOW_THRESHOLD, IGNORED, match_boxes
 from utils.profiling import time_per_image
 from utils.roi_heads import NUM_CLASSES, Detections, select_detections
 from utils.rpn import ANCHOR_RATIOS, ANCHOR_SIZES
-from utils.shapes import ShapesData, to_tf_dataset
-from utils.training import EpochPrinter, fit_with_adam
+from utils.shapes import ShapesData
+from utils.training import EpochPrinter
 
 ONE_STAGE_CACHE_DIR = DATA_DIR / "one_stage"
 POSITIVE_IOU = 0.5
@@ -61,8 +65,6 @@ NEGATIVE_IOU = 0.4
 """An anchor is background when its best IoU is below this (RetinaNet's 0.4)."""
 BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 """Box-coding weights of the head's deltas (the RPN's)."""
-SMOOTH_L1_BETA = 1.0 / 9.0
-"""The box loss's smooth L1 turns linear here (the RPN's and Detectron's RetinaNet's)."""
 PRIOR_PROBABILITY = 0.01
 """Every class score starts near this (the class bias is -log((1 - pi) / pi))."""
 SCORE_THRESHOLD = 0.05
@@ -70,8 +72,6 @@ PRE_NMS_TOP_N = 1000
 NMS_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
 """Inference: RetinaNet's score > 0.05, top 1000 before NMS, per-class NMS 0.5, top 100."""
-EASY_PROBABILITY = 0.1
-"""A background (anchor, class) pair is an *easy negative* when its score is below this."""
 LOSS_NAMES = ("class_loss", "box_loss")
 LOSSES = MappingProxyType({"focal": (0.25, 2.0), "cross_entropy": (0.5, 0.0)})
 """``(alpha, gamma)`` of the two losses notebook 11 trains with (RetinaNet's focal loss;
@@ -130,85 +130,6 @@ def _batch_targets(anchors, boxes, labels):
         np.stack([p[0] for p in pairs]).astype(np.int32),
         np.stack([p[1] for p in pairs]).astype(np.float32),
     )
-
-
-def _class_targets(anchor_labels, num_classes):
-    """Per (anchor, class) 0/1 targets ``[..., K]`` and the non-ignored mask ``[...]``."""
-    anchor_labels = ops.cast(anchor_labels, "int32")
-    positive = ops.cast(anchor_labels > BACKGROUND, "float32")
-    one_hot = ops.one_hot(ops.maximum(anchor_labels - 1, 0), num_classes) * positive[..., None]
-    return one_hot, ops.cast(anchor_labels != IGNORED, "float32"), positive
-
-
-def one_stage_loss(
-    class_logits,
-    box_deltas,
-    anchor_labels,
-    box_targets,
-    *,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    beta: float = SMOOTH_L1_BETA,
-):
-    """RetinaNet's loss of a batch: ``{"class_loss", "box_loss"}``, float32 scalars.
-
-    ``class_logits [..., N, K]``, ``box_deltas [..., N, 4]``, ``anchor_labels [..., N]``
-    and ``box_targets [..., N, 4]`` from ``anchor_targets``. ``class_loss``: the sigmoid
-    focal loss (``alpha``, ``gamma``; gamma 0 is binary cross-entropy) summed over every
-    non-ignored anchor and all ``K`` classes; ``box_loss``: smooth L1 (``beta``) summed
-    over the positives' four deltas; both divided by the number of positive anchors (at
-    least 1). ``keras.ops`` throughout, so it runs inside ``train_step``.
-    """
-    logits = ops.cast(class_logits, "float32")
-    targets, valid, positive = _class_targets(anchor_labels, logits.shape[-1])
-    count = ops.maximum(ops.sum(positive), 1.0)
-    focal = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma)
-    class_loss = ops.sum(focal * valid[..., None]) / count
-    box = ops.sum(smooth_l1(ops.cast(box_deltas, "float32") - box_targets, beta), axis=-1)
-    return {"class_loss": class_loss, "box_loss": ops.sum(box * positive) / count}
-
-
-def loss_shares(
-    class_logits,
-    anchor_labels,
-    *,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
-    easy_probability: float = EASY_PROBABILITY,
-) -> dict[str, float]:
-    """Where a class loss comes from: its shares from positives, hard and easy negatives.
-
-    The elements of the sum are (anchor, class) pairs of non-ignored anchors
-    (``class_logits [..., N, K]``, ``anchor_labels [..., N]``): *positive* where the
-    target is 1 (the anchor's own class), *easy negative* where it is 0 and the score is
-    below ``easy_probability``, *hard negative* otherwise. Returns the three shares of
-    the summed ``sigmoid_focal_loss(alpha, gamma)`` (they add up to 1) and the counts
-    ``"easy_negatives"``, ``"pairs"`` (all the elements). NumPy out. Introduced in
-    notebook 11 (Lin et al.'s argument: cross-entropy's sum is dominated by the many
-    easy negatives, focal loss's is not).
-    """
-    check_fraction("easy_probability", easy_probability)
-    logits = np.asarray(class_logits, np.float32)
-    labels = np.asarray(anchor_labels)
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"class_logits has shape {logits.shape} and anchor_labels {labels.shape}: "
-            "expected one label per anchor"
-        )
-    targets, valid, _ = (np.asarray(t) for t in _class_targets(labels, logits.shape[-1]))
-    losses = np.asarray(sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma))
-    losses = losses * valid[..., None]
-    probability = 1.0 / (1.0 + np.exp(-logits))
-    negative = (targets == 0) & (valid[..., None] > 0)
-    easy = negative & (probability < easy_probability)
-    total = max(float(losses.sum()), 1e-30)
-    return {
-        "positives": float(losses[targets == 1].sum() / total),
-        "hard_negatives": float(losses[negative & ~easy].sum() / total),
-        "easy_negatives": float(losses[easy].sum() / total),
-        "easy_negative_count": int(easy.sum()),
-        "pairs": int((np.broadcast_to(valid[..., None], targets.shape) > 0).sum()),
-    }
 
 
 # ---- the model --------------------------------------------------------------------------
@@ -315,7 +236,7 @@ class OneStageHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="course")
-class OneStageDetector(keras.Model):
+class OneStageDetector(EndToEndDetector):
     """The one-stage detector: backbone, then ``OneStageHead`` at every anchor; no proposals.
 
     ``backbone`` maps pixel images ``[B, H, W, 3]`` (0..255) to a feature map of stride
@@ -370,21 +291,8 @@ class OneStageDetector(keras.Model):
             self.num_anchors, self.num_classes, head_channels, head_depth, name="head"
         )
         self.head.build(feature_shape)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
-        self._parts = None
+        self.track_losses(LOSS_NAMES)
         self.built = True
-
-    def build(self, input_shape=None):
-        # Every weight exists after __init__, so a saved model loads without a call.
-        self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def features(self, images):
-        """The backbone's feature map of pixel images ``[B, H, W, 3]`` (0..255)."""
-        return self.backbone(ops.cast(images, "float32"), training=False)
 
     def call(self, images, training=False):
         logits, deltas = self.head(self.features(images))
@@ -404,7 +312,7 @@ class OneStageDetector(keras.Model):
             tf.ensure_shape(box_targets, (None, count, 4)),
         )
 
-    def losses_of(self, images, boxes, labels):
+    def batch_losses(self, images, boxes, labels):
         """``one_stage_loss`` of one batch with this model's ``alpha`` and ``gamma``."""
         outputs = self(images, training=True)
         anchor_labels, box_targets = self.targets(boxes, labels)
@@ -416,19 +324,6 @@ class OneStageDetector(keras.Model):
             alpha=self.alpha,
             gamma=self.gamma,
         )
-
-    def train_step(self, data):
-        images, targets = data[0], data[1]
-        with tf.GradientTape() as tape:
-            losses = self.losses_of(images, targets["boxes"], targets["labels"])
-            loss = losses["class_loss"] + losses["box_loss"]
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        self.trackers["loss"].update_state(loss)
-        for name in LOSS_NAMES:
-            self.trackers[name].update_state(losses[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     # -- inference --------------------------------------------------------------------
 
@@ -443,11 +338,7 @@ class OneStageDetector(keras.Model):
                 return ops.sigmoid(logits[0]), deltas[0]
 
             self._parts = (
-                tf.function(
-                    self.features,
-                    input_signature=[tf.TensorSpec((1, *self.image_size, 3), "uint8")],
-                    jit_compile=True,
-                ),
+                self.compiled_backbone(),
                 tf.function(head, jit_compile=True),
             )
         return self._parts
@@ -455,11 +346,7 @@ class OneStageDetector(keras.Model):
     def warm_up(self) -> None:
         """Compile the inference stages."""
         backbone, head = self.compiled_parts()
-        head(backbone(np.zeros((1, *self.image_size, 3), np.uint8)))
-
-    def checked_images(self, images) -> np.ndarray:
-        """``images`` as a uint8 array ``[N, H, W, 3]`` of ``image_size``, or a clear error."""
-        return check_rgb_images(images, size=self.image_size)
+        head(backbone(self.blank_image()))
 
     def class_logits(self, images, batch_size: int = 16) -> np.ndarray:
         """The class logits ``[N_images, N_anchors, K]`` of ``images`` (NumPy, batched)."""
@@ -577,65 +464,6 @@ def detect_images(
     )
 
 
-def time_side_by_side(
-    detectors: Mapping[str, Callable],
-    images: np.ndarray,
-    *,
-    chunk_size: int = 10,
-    passes: int = 3,
-    progress: bool = True,
-) -> dict[str, tuple[list[Detections], dict[str, float]]]:
-    """Several detectors timed on the same images, taking turns: ``{name: (detections, timing)}``.
-
-    ``detectors`` maps a name to ``run(images) -> (detections, timing)`` (a detector's
-    ``detect_images`` with its model bound and ``progress=False``). The images are cut
-    into chunks of ``chunk_size``; in each of ``passes`` passes, every detector in turn
-    runs on a chunk before the next chunk starts (who goes first rotates from chunk to
-    chunk), so a disturbance of a shared machine hits all of them alike. For every detector and chunk the pass with the lowest
-    ``"total"`` is kept (the least disturbed, as ``utils.profiling.best_time`` keeps the
-    best call); ``timing`` is the image-weighted mean of those passes' per-image values.
-    The detections are the first pass's (every pass gives the same). Introduced in
-    notebook 11.
-    """
-    check_count("chunk_size", chunk_size)
-    check_count("passes", passes)
-    if not detectors:
-        raise ValueError("detectors={}: expected at least one name -> run(images) entry")
-    count = len(images)
-    starts = range(0, count, chunk_size)
-    best = {name: [None] * len(starts) for name in detectors}
-    found = {name: [None] * len(starts) for name in detectors}
-    bar = None
-    if progress:
-        from utils.progress import progress as progress_bar
-
-        bar = progress_bar(total=passes * len(starts), desc="detectors side by side", unit="chunk")
-    names = list(detectors)
-    for repeat in range(passes):
-        for index, start in enumerate(starts):
-            turn = (repeat * len(starts) + index) % len(names)
-            for name in names[turn:] + names[:turn]:
-                detections, timing = detectors[name](images[start : start + chunk_size])
-                if found[name][index] is None:
-                    found[name][index] = detections
-                if best[name][index] is None or timing["total"] < best[name][index]["total"]:
-                    best[name][index] = timing
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    sizes = [min(chunk_size, count - start) for start in starts]
-    results = {}
-    for name in detectors:
-        keys = best[name][0].keys() if starts else ()
-        timing = {
-            key: sum(t[key] * n for t, n in zip(best[name], sizes, strict=True)) / max(count, 1)
-            for key in keys
-        }
-        results[name] = ([d for chunk in found[name] for d in chunk], timing)
-    return results
-
-
 # ---- training and the cached model ------------------------------------------------------
 
 
@@ -724,48 +552,14 @@ def build_one_stage(
     )
 
 
-def training_dataset(data: ShapesData, recipe: OneStageRecipe):
-    """Shuffled (seeded) whole batches of ``utils.shapes.to_tf_dataset``, each image
-    mirrored left-right with its boxes at random when ``recipe.horizontal_flip`` (new coins
-    every epoch, the same in every run). Introduced in notebook 11."""
-    max_objects = max(1, max(len(labels) for labels in data.labels))
-    dataset = to_tf_dataset(data, shuffle=True, seed=recipe.seed, max_objects=max_objects)
-    if recipe.horizontal_flip:
-        width = float(data.images.shape[2])
-
-        @tf.autograph.experimental.do_not_convert  # no Python control flow to convert
-        def random_flip(example, number):
-            image, targets = example
-            coin = tf.random.stateless_uniform((), seed=tf.stack([number, number // 2]))
-            flip = coin < 0.5
-            boxes = tf.where(flip, box_ops.flip_boxes(targets["boxes"], width), targets["boxes"])
-            image = tf.where(flip, tf.reverse(image, axis=[1]), image)
-            return image, {**targets, "boxes": boxes}
-
-        numbers = tf.data.Dataset.random(seed=recipe.seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, numbers).map(random_flip)
-    return dataset.batch(min(recipe.images_per_batch, len(data)), drop_remainder=True)
-
-
 def train_one_stage(
     model: OneStageDetector, data: ShapesData, recipe: OneStageRecipe, *, verbose: bool = True
 ) -> dict[str, list[float]]:
     """Adam (cosine-decayed learning rate) through ``train_step``; the Keras history
-    (per-epoch ``loss``, ``class_loss``, ``box_loss``). The targets are made in NumPy
-    (``tf.numpy_function``), so the step compiles with ``jit_compile=False``.
+    (per-epoch ``loss``, ``class_loss``, ``box_loss``; ``EndToEndDetector.fit_recipe``).
     Introduced in notebook 11."""
-    dataset = training_dataset(data, recipe)
-    return fit_with_adam(
-        model,
-        dataset,
-        epochs=recipe.epochs,
-        steps_per_epoch=max(int(dataset.cardinality()), 1),
-        learning_rate=recipe.learning_rate,
-        printer=EpochPrinter({"class": "class_loss", "box": "box_loss"}),
-        verbose=verbose,
-        shuffle=False,
-        jit_compile=False,
-    )
+    printer = EpochPrinter({"class": "class_loss", "box": "box_loss"})
+    return model.fit_recipe(data, recipe, printer, verbose=verbose)
 
 
 def one_stage_cache_path(mode: str | None = None, settings: OneStageSettings | None = None) -> Path:

@@ -11,15 +11,21 @@ operations TensorFlow's graph profiler counts for it (a multiply-add is 2; a con
 ``2 * m * n * k``, plus element-wise ops such as bias adds). Ops it has no count for
 (pooling, gathers, RoI pooling's table lookups) add nothing, so the total is the network's
 arithmetic, not its memory traffic or its per-call overheads. Introduced in notebook 08.
+
+``time_side_by_side`` times several detectors on the same images taking turns, so that a
+disturbance of a shared machine hits all of them alike (introduced in notebook 11).
 """
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
+from utils.checks import check_count
 from utils.course import quiet_tensorflow_logs
+from utils.progress import progress as progress_bar
 
 
 class StageTimer:
@@ -70,8 +76,6 @@ def time_per_image(
     seen = 0
     bar = None
     if progress:
-        from utils.progress import progress as progress_bar
-
         bar = progress_bar(total=count, desc=description, unit="image")
     try:
         for index in range(count):
@@ -130,3 +134,60 @@ def float_operations(function, *input_specs: tf.TensorSpec) -> int:
     )
     with quiet_tensorflow_logs():  # the TF1 profiler warns about its own internals
         return int(profiler.profile(graph, options=options).total_float_ops)
+
+
+def time_side_by_side(
+    detectors: Mapping[str, Callable],
+    images: np.ndarray,
+    *,
+    chunk_size: int = 10,
+    passes: int = 3,
+    progress: bool = True,
+) -> dict[str, tuple[list, dict[str, float]]]:
+    """Several detectors timed on the same images, taking turns: ``{name: (detections, timing)}``.
+
+    ``detectors`` maps a name to ``run(images) -> (detections, timing)`` (a detector's
+    ``detect_images`` with its model bound and ``progress=False``). The images are cut
+    into chunks of ``chunk_size``; in each of ``passes`` passes, every detector in turn
+    runs on a chunk before the next chunk starts (who goes first rotates from chunk to
+    chunk), so a disturbance of a shared machine hits all of them alike. For every detector
+    and chunk the pass with the lowest ``"total"`` is kept (the least disturbed, as ``utils.profiling.best_time`` keeps the
+    best call); ``timing`` is the image-weighted mean of those passes' per-image values.
+    The detections are the first pass's (every pass gives the same). Introduced in
+    notebook 11.
+    """
+    check_count("chunk_size", chunk_size)
+    check_count("passes", passes)
+    if not detectors:
+        raise ValueError("detectors={}: expected at least one name -> run(images) entry")
+    count = len(images)
+    starts = range(0, count, chunk_size)
+    best = {name: [None] * len(starts) for name in detectors}
+    found = {name: [None] * len(starts) for name in detectors}
+    bar = None
+    if progress:
+        bar = progress_bar(total=passes * len(starts), desc="detectors side by side", unit="chunk")
+    names = list(detectors)
+    for repeat in range(passes):
+        for index, start in enumerate(starts):
+            turn = (repeat * len(starts) + index) % len(names)
+            for name in names[turn:] + names[:turn]:
+                detections, timing = detectors[name](images[start : start + chunk_size])
+                if found[name][index] is None:
+                    found[name][index] = detections
+                if best[name][index] is None or timing["total"] < best[name][index]["total"]:
+                    best[name][index] = timing
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    sizes = [min(chunk_size, count - start) for start in starts]
+    results = {}
+    for name in detectors:
+        keys = best[name][0].keys() if starts else ()
+        timing = {
+            key: sum(t[key] * n for t, n in zip(best[name], sizes, strict=True)) / max(count, 1)
+            for key in keys
+        }
+        results[name] = ([d for chunk in found[name] for d in chunk], timing)
+    return results
