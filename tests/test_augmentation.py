@@ -4,7 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from utils.augmentation import AugmentationRecipe, image_sharpness
+from utils.augmentation import (
+    AugmentationRecipe,
+    image_sharpness,
+    overfitting_summary,
+    train_variant,
+)
 
 
 def test_image_data_generator_gets_the_recipe():
@@ -84,3 +89,32 @@ def test_image_sharpness_drops_with_blur():
     assert image_sharpness(spike) == 4.0
     with pytest.raises(ValueError, match=r"images has shape \(4, 4\)"):
         image_sharpness(np.zeros((4, 4)))
+
+
+def _tiny_classifier():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+
+
+def test_train_variant_repeats_itself_and_summarises_the_gap():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3)).astype("float32")
+    y = (x[:, 0, 0, 0] > 0.5).astype("int32")
+    runs = [
+        train_variant(_tiny_classifier, x, (x, y), epochs=2, seed=3, y=y, batch_size=8)
+        for _ in range(2)
+    ]
+    assert len(runs[0].history["val_accuracy"]) == 2 and runs[0].seconds_per_epoch > 0
+    np.testing.assert_array_equal(runs[0].history["loss"], runs[1].history["loss"])
+    summary = overfitting_summary(runs[0], x, y)
+    assert set(summary) == {"train", "validation", "gap", "best validation"}
+    assert summary["gap"] == pytest.approx(summary["train"] - summary["validation"])
+    with pytest.raises(ValueError, match=r"epochs=0"):
+        train_variant(_tiny_classifier, x, (x, y), epochs=0, seed=0)
+    with pytest.raises(ValueError, match=r"build=3"):
+        train_variant(3, x, (x, y), epochs=1, seed=0)

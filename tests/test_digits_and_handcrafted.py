@@ -5,7 +5,14 @@ import pytest
 from scipy.signal import correlate2d
 
 from utils.digits import load_jittered_digits
-from utils.handcrafted import filter_responses, gabor_kernels, hog_features, sobel_kernels
+from utils.handcrafted import (
+    conv_weights,
+    designed_filter_bank,
+    filter_responses,
+    gabor_kernels,
+    hog_features,
+    sobel_kernels,
+)
 
 
 def test_split_shapes_ranges_and_determinism():
@@ -77,3 +84,49 @@ def test_filter_responses_is_cross_correlation():
 def test_gabor_validation():
     with pytest.raises(ValueError, match=r"size=4: expected an odd kernel size"):
         gabor_kernels(size=4)
+    with pytest.raises(ValueError, match=r"phase='real': expected one of"):
+        gabor_kernels(phase="real")
+
+
+def test_validation_split_is_disjoint_by_source_digit():
+    split = load_jittered_digits(jitter=False, noise=0.0, validation_fraction=0.2, seed=1)
+    assert len(split.x_val) == len(split.y_val) > 0
+    assert len(split.x_train) + len(split.x_val) == 3 * 1257 - 2 * len(split.x_val)
+    train = {image.tobytes() for image in split.x_train}
+    test = {image.tobytes() for image in split.x_test}
+    assert not any(image.tobytes() in train or image.tobytes() in test for image in split.x_val)
+    assert np.bincount(split.y_val).min() > 0
+    assert load_jittered_digits(seed=1).x_val is None
+    with pytest.raises(ValueError, match=r"validation_fraction=1.0"):
+        load_jittered_digits(validation_fraction=1.0)
+
+
+def test_larger_sobel_and_odd_gabor():
+    sobel = sobel_kernels(5)
+    assert sobel.shape == (2, 5, 5)
+    np.testing.assert_allclose(sobel[0], -sobel[0][:, ::-1])  # antisymmetric in x
+    np.testing.assert_allclose(sobel[1], sobel[0].T)
+    odd = gabor_kernels(size=5, orientations=2, phase="odd")
+    np.testing.assert_allclose(odd.sum(axis=(1, 2)), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"size=4: expected 3, 5 or 7"):
+        sobel_kernels(4)
+
+
+def test_designed_bank_is_a_zero_mean_unit_norm_stripe_and_edge_bank():
+    kernels, names = designed_filter_bank(5)
+    assert kernels.shape == (16, 5, 5) and len(names) == 16 and len(set(names)) == 16
+    np.testing.assert_allclose(kernels.sum(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(kernels, axis=(1, 2)), 1.0, atol=1e-5)
+    stripe = kernels[names.index("stripe 0°")]
+    # a real stripe detector: a positive centre column between negative side lobes
+    assert stripe[2, 2] > 0 and stripe[2, 0] < 0 and stripe[2, 4] < 0
+    np.testing.assert_allclose(kernels[names.index("-Sobel x")], -kernels[0])
+
+
+def test_conv_weights_layout():
+    kernels = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    weights = conv_weights(kernels)
+    assert weights.shape == (3, 3, 1, 2)
+    np.testing.assert_array_equal(weights[:, :, 0, 1], kernels[1])
+    with pytest.raises(ValueError, match=r"kernels="):
+        conv_weights(np.zeros((3, 3)))

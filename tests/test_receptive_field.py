@@ -3,8 +3,15 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from utils.receptive_field import footprint_box, gradient_footprint, receptive_fields
+from utils.receptive_field import (
+    conv_output_size,
+    footprint_box,
+    gradient_footprint,
+    layer_costs,
+    receptive_fields,
+)
 
 layers = keras.layers
 
@@ -115,3 +122,50 @@ def test_bad_positions_and_footprints():
         gradient_footprint(model, images[0], "conv", 0, 0)
     with pytest.raises(ValueError, match="all zero"):
         footprint_box(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding", [(28, 3, 1, 0), (32, 5, 2, 2), (224, 7, 2, 3), (9, 2, 2, 0)]
+)
+def test_conv_output_size_matches_keras(size, kernel, stride, padding):
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.ZeroPadding2D(padding),
+            keras.layers.Conv2D(1, kernel, strides=stride),
+        ]
+    )
+    assert model.output_shape[1] == conv_output_size(size, kernel, stride, padding)
+
+
+def test_conv_output_size_validation():
+    with pytest.raises(ValueError, match=r"kernel=7: expected <= size \+ 2 \* padding = 5"):
+        conv_output_size(5, 7)
+    with pytest.raises(ValueError, match=r"stride=0"):
+        conv_output_size(5, 3, stride=0)
+
+
+def test_layer_costs_count_by_hand_and_agree_with_the_profiler():
+    from utils.profiling import float_operations
+
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(10, name="dense"),
+        ]
+    )
+    costs = {cost.layer_name: cost for cost in layer_costs(model)}
+    assert costs["conv"].multiply_adds == 16 * 16 * 3 * 3 * 3 * 8
+    assert (
+        costs["conv"].activations == 16 * 16 * 8 and costs["conv"].parameters == 3 * 3 * 3 * 8 + 8
+    )
+    assert costs["pool"].multiply_adds == 0 and costs["pool"].activations == 8 * 8 * 8
+    assert costs["dense"].multiply_adds == 8 * 8 * 8 * 10
+    total = sum(cost.multiply_adds for cost in costs.values())
+    flops = float_operations(model, tf.TensorSpec((1, 16, 16, 3), tf.float32))
+    assert 2 * total <= flops <= 2 * total + 2 * sum(c.activations for c in costs.values())
+    with pytest.raises(ValueError, match=r"model='int'"):
+        layer_costs(3)

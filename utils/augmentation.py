@@ -145,3 +145,69 @@ def image_sharpness(images: np.ndarray) -> float:
         - images[:, 1:-1, 2:]
     )
     return float(np.abs(laplacian).mean())
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """One trained variant: the model, Keras' history dict and the median seconds per epoch."""
+
+    model: object
+    history: dict
+    seconds_per_epoch: float
+
+
+def train_variant(build, inputs, validation_data, *, epochs: int, seed: int, **fit_options):
+    """Seed, build, compile and fit one variant of the augmentation experiment.
+
+    ``build()`` returns an uncompiled classifier (softmax output, integer labels); it is
+    compiled with Adam, sparse categorical cross-entropy and accuracy, then fitted on
+    ``inputs`` (an array with ``y=`` in ``fit_options``, a ``PyDataset`` such as
+    ``datagen.flow(...)``, or a ``tf.data`` dataset) for ``epochs``, validating on
+    ``validation_data = (x_val, y_val)``. ``keras.utils.set_random_seed(seed)`` comes
+    first, so a variant repeats itself. Seconds per epoch are the median epoch (robust to
+    the first epoch's tracing and to bursts of other work), validation included.
+    Returns a ``TrainingRun``. Introduced in notebook 03.
+    """
+    import time
+
+    import keras
+
+    from utils.checks import check_count
+
+    epochs = check_count("epochs", epochs)
+    seed = check_count("seed", seed, minimum=0)
+    if not callable(build):
+        raise ValueError(f"build={build!r}: expected a function that returns a new model")
+    keras.utils.set_random_seed(seed)
+    model = build()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stamps = [time.perf_counter()]
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda *_: stamps.append(time.perf_counter())
+    )
+    history = model.fit(
+        inputs,
+        validation_data=validation_data,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[clock],
+        **fit_options,
+    )
+    return TrainingRun(model, history.history, float(np.median(np.diff(stamps))))
+
+
+def overfitting_summary(run: TrainingRun, x_train, y_train) -> dict[str, float]:
+    """Clean train accuracy, last and best validation accuracy and the gap of one run.
+
+    Keras' own training accuracy is measured on the (augmented) batches it trained on;
+    here the model is evaluated on the clean training images, so ``gap`` = clean train
+    accuracy - last validation accuracy is the overfitting gap. Introduced in notebook 03.
+    """
+    clean_train = float(run.model.evaluate(x_train, y_train, verbose=0)[1])
+    validation = run.history["val_accuracy"]
+    return {
+        "train": clean_train,
+        "validation": float(validation[-1]),
+        "gap": clean_train - float(validation[-1]),
+        "best validation": float(max(validation)),
+    }

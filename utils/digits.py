@@ -16,12 +16,19 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DigitSplit:
-    """Train and test images ``[N, S, S]`` float32 in [0, 1] with int labels ``[N]``."""
+    """Train, test and (optional) validation images ``[N, S, S]`` float32 in [0, 1], int labels.
+
+    ``x_val`` / ``y_val`` are ``None`` unless ``load_jittered_digits`` was asked for a
+    validation split: the split for choices made during training (early stopping, a
+    classifier's C), so the test set is used once, for the final table.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -59,6 +66,7 @@ def load_jittered_digits(
     train_copies: int = 3,
     test_copies: int = 1,
     test_fraction: float = 0.3,
+    validation_fraction: float = 0.0,
     noise: float = 0.08,
     jitter: bool = True,
     seed: int = 0,
@@ -68,6 +76,9 @@ def load_jittered_digits(
     The split is made on the 1,797 source digits first (stratified by class), so no
     handwritten digit appears in both train and test. Each train digit is placed
     ``train_copies`` times, each test digit ``test_copies`` times. With
+    ``validation_fraction > 0`` that fraction of the training *source* digits (stratified)
+    becomes a validation split, placed ``test_copies`` times, so no handwritten digit is in
+    two of the three splits. With
     ``jitter=False`` every digit is drawn at the largest size in the canvas centre
     (same split, same noise): the easy version where pixel positions mean the same.
     """
@@ -84,6 +95,10 @@ def load_jittered_digits(
             raise ValueError(f"{name}={value}: expected at least 1 copy per digit")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction}: expected a fraction in (0, 1)")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction={validation_fraction}: expected a fraction in [0, 1)"
+        )
     if noise < 0:
         raise ValueError(f"noise={noise}: expected a non-negative standard deviation")
 
@@ -92,6 +107,15 @@ def load_jittered_digits(
     train_images, test_images, train_labels, test_labels = train_test_split(
         images, source.target, test_size=test_fraction, stratify=source.target, random_state=seed
     )
+    val_images = val_labels = None
+    if validation_fraction > 0:
+        train_images, val_images, train_labels, val_labels = train_test_split(
+            train_images,
+            train_labels,
+            test_size=validation_fraction,
+            stratify=train_labels,
+            random_state=seed,
+        )
     rng = np.random.default_rng(seed)
     x_train = _place_digits(
         train_images, train_copies, canvas_size, digit_sizes, noise, jitter, rng
@@ -100,4 +124,8 @@ def load_jittered_digits(
     y_train = np.tile(train_labels, train_copies).astype(np.int64)
     y_test = np.tile(test_labels, test_copies).astype(np.int64)
     order = rng.permutation(len(x_train))
-    return DigitSplit(x_train[order], y_train[order], x_test, y_test)
+    if val_images is None:
+        return DigitSplit(x_train[order], y_train[order], x_test, y_test)
+    x_val = _place_digits(val_images, test_copies, canvas_size, digit_sizes, noise, jitter, rng)
+    y_val = np.tile(val_labels, test_copies).astype(np.int64)
+    return DigitSplit(x_train[order], y_train[order], x_test, y_test, x_val, y_val)

@@ -21,6 +21,8 @@ import math
 import keras
 import numpy as np
 
+from utils.checks import check_count, fail
+
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 _POOLINGS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 _PER_PIXEL = (
@@ -202,3 +204,76 @@ def footprint_box(footprint: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         raise ValueError("footprint is all zero: expected at least one pixel with gradient")
     return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float32)
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution or pooling along one axis: floor((n + 2p - k) / s) + 1.
+
+    ``padding`` is the number of zeros added on *each* side (``p``). Keras' ``"valid"`` is
+    ``p = 0``; its ``"same"`` pads so that the output is ceil(n / s), which for stride 1 and
+    an odd kernel is ``p = (k - 1) / 2``. Introduced in notebook 02.
+    """
+    size = check_count("size", size)
+    kernel = check_count("kernel", kernel)
+    stride = check_count("stride", stride)
+    padding = check_count("padding", padding, minimum=0)
+    if kernel > size + 2 * padding:
+        fail("kernel", kernel, f"<= size + 2 * padding = {size + 2 * padding}")
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """What one layer costs for one input image.
+
+    - ``parameters``: trainable and non-trainable weights (Keras' ``count_params``).
+    - ``multiply_adds``: multiply-accumulate operations of a forward pass (a FLOP count
+      is about twice this). Counted for Conv2D (H_out W_out k_h k_w C_in C_out / groups)
+      and Dense (inputs x units); 0 for layers that do no multiply-adds with weights.
+    - ``activations``: values in the layer's output (float32: 4 bytes each), what a
+      training step keeps in memory for the backward pass.
+    """
+
+    layer_name: str
+    kind: str
+    parameters: int
+    multiply_adds: int
+    activations: int
+
+
+def layer_costs(model: keras.Model) -> list[LayerCost]:
+    """Parameters, multiply-adds and output activations per layer, for one image.
+
+    ``model``: a built Keras model with a fixed input shape (e.g. ``keras.Sequential``
+    from ``keras.Input``, or ``keras.applications.VGG16``). Convolutions with
+    ``groups``/dilation and Dense layers on feature maps are counted exactly; other
+    layers with weights (BatchNorm, depthwise) count 0 multiply-adds. Introduced in
+    notebook 02.
+    """
+    if not isinstance(model, keras.Model):
+        fail("model", type(model).__name__, "a built keras.Model")
+    costs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        shape = tuple(layer.output.shape[1:])
+        if None in shape:
+            fail(f"layer {layer.name!r} output shape", shape, "a fixed shape (no None)")
+        activations = int(np.prod(shape))
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+            layer, keras.layers.DepthwiseConv2D | keras.layers.SeparableConv2D
+        ):
+            kernel_h, kernel_w = _pair(layer.kernel_size)
+            channels_in = int(layer.input.shape[-1])
+            per_output = kernel_h * kernel_w * channels_in // layer.groups
+            multiply_adds = activations * per_output
+        elif isinstance(layer, keras.layers.Dense):
+            multiply_adds = activations * int(layer.input.shape[-1])
+        else:
+            multiply_adds = 0
+        costs.append(
+            LayerCost(
+                layer.name, type(layer).__name__, layer.count_params(), multiply_adds, activations
+            )
+        )
+    return costs
