@@ -1,7 +1,7 @@
 """The "shapes" dataset family: seeded coloured shapes on real-photo backgrounds.
 
 One generator carries the course from classification (one object and its label,
-introduced in notebook 02) to localization (one object, its label and its box,
+introduced in notebook 03) to localization (one object, its label and its box,
 notebook 06) and detection (0..N objects, their labels and boxes, notebook 07).
 
 Conventions:
@@ -88,7 +88,7 @@ _SHAPES = {
 
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
-    """How hard a shapes image is; ``DIFFICULTIES`` holds the presets (notebook 02).
+    """How hard a shapes image is; ``DIFFICULTIES`` holds the presets (notebook 03).
 
     Ranges are ``(low, high)``, drawn uniformly per image or per object.
     - ``object_scale``: an object's longer side over the image's shorter side, one-object
@@ -239,7 +239,7 @@ def make_shapes(
 ) -> ShapesData:
     """Generate a shapes set: ``ShapesData`` with uint8 images ``[N, H, W, 3]``.
 
-    ``variant``: "classification" (introduced in notebook 02), "localization" (06; the
+    ``variant``: "classification" (introduced in notebook 03), "localization" (06; the
     same images as classification for the same arguments, plus boxes) or "detection"
     (07). ``image_size``: an int or ``(height, width)``; default 64 (one object) or 128
     (detection). ``difficulty``: "easy", "medium", "hard" or a ``Difficulty``.
@@ -334,7 +334,7 @@ def make_shapes_split(
 
     Both come from ``make_shapes(variant, ..., **options)`` with ``split="train"`` and
     ``split="validation"``: independent streams of the same seed, so the validation set
-    stays the same whatever ``num_train`` is. Introduced in notebook 02.
+    stays the same whatever ``num_train`` is. Introduced in notebook 03.
     """
     if "split" in options:
         raise ValueError(f"split={options['split']!r}: make_shapes_split sets split itself")
@@ -357,7 +357,7 @@ def to_tf_dataset(
     the int32 label; localization, ``{"label": int32 [], "box": float32 [4]}``; detection,
     ``{"boxes": float32 [M, 4], "labels": int32 [M], "count": int32 []}`` padded to ``M =
     max_objects`` (see ``ShapesData.padded``). ``shuffle`` reshuffles every epoch, seeded.
-    Batched when ``batch_size`` is given. Introduced in notebook 02.
+    Batched when ``batch_size`` is given. Introduced in notebook 03.
     """
     import tensorflow as tf
 
