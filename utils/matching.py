@@ -82,12 +82,15 @@ def label_proposals(
     foreground_iou: float = 0.5,
     background_iou: float = 0.5,
     weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+    allow_low_quality_matches: bool = False,
 ) -> ProposalTargets:
     """Label proposals ``[P, 4]`` against ground truth ``[G, 4]`` with classes ``[G]`` (0-based).
 
     Fast R-CNN's rule: foreground when the best IoU >= ``foreground_iou`` (label = class + 1,
     regression target = ``encode(ground truth, proposal, weights)``), background when it
     is < ``background_iou``, ignored in between (only when ``background_iou`` is lower).
+    ``allow_low_quality_matches`` also makes each ground-truth box's best proposal its
+    foreground (``match_boxes``' rule for anchors: the one-stage detector's targets).
     """
     proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
     ground_truth_boxes = np.asarray(ground_truth_boxes, np.float32).reshape(-1, 4)
@@ -101,7 +104,12 @@ def label_proposals(
         overlaps = np.asarray(iou(ground_truth_boxes, proposals), np.float32)
     else:
         overlaps = np.zeros((0, len(proposals)), np.float32)
-    matches = match_boxes(overlaps, foreground_iou, background_iou)
+    matches = match_boxes(
+        overlaps,
+        foreground_iou,
+        background_iou,
+        allow_low_quality_matches=allow_low_quality_matches,
+    )
     foreground = matches >= 0
     labels = np.where(matches == BETWEEN_THRESHOLDS, IGNORED, BACKGROUND).astype(np.int64)
     labels[foreground] = ground_truth_labels[matches[foreground]] + 1

@@ -51,7 +51,7 @@ from utils.detection_data import (
 )
 from utils.detector_model import EndToEndDetector
 from utils.losses import SMOOTH_L1_BETA, one_stage_loss
-from utils.matching import BACKGROUND, BELOW_LOW_THRESHOLD, IGNORED, match_boxes
+from utils.matching import label_proposals
 from utils.profiling import time_per_image
 from utils.roi_heads import NUM_CLASSES, Detections, select_detections
 from utils.rpn import ANCHOR_RATIOS, ANCHOR_SIZES
@@ -91,8 +91,8 @@ def anchor_targets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image's anchor targets: ``(anchor_labels int32 [N], box_targets float32 [N, 4])``.
 
-    ``utils.matching.match_boxes(iou, positive_iou, negative_iou,
-    allow_low_quality_matches=True)`` on the ``[G, N]`` IoU of the ground truth ``boxes
+    ``utils.matching.label_proposals`` with ``allow_low_quality_matches`` (that is
+    ``match_boxes(iou, positive_iou, negative_iou, allow_low_quality_matches=True)``) on the IoU of the ground truth ``boxes
     [G, 4]`` (0-based class ``labels [G]``; rows with a negative label are padding and
     left out) with the ``anchors [N, 4]``. Labels use ``utils.matching``'s table:
     ``c + 1`` for an anchor of class ``c``, ``BACKGROUND`` (0), ``IGNORED`` (-1) between
@@ -107,20 +107,16 @@ def anchor_targets(
             f"labels has {len(labels)} entries and boxes {len(boxes)} rows: expected one label per box"
         )
     real = labels >= 0
-    boxes, labels = boxes[real], labels[real].astype(np.int64)
-    overlaps = np.zeros((0, len(anchors)), np.float32)
-    if len(boxes):
-        overlaps = np.asarray(box_ops.iou(boxes, anchors), np.float32)
-    matches = match_boxes(overlaps, positive_iou, negative_iou, allow_low_quality_matches=True)
-    positive = matches >= 0
-    anchor_labels = np.where(matches == BELOW_LOW_THRESHOLD, BACKGROUND, IGNORED).astype(np.int32)
-    anchor_labels[positive] = labels[matches[positive]] + 1
-    targets = np.zeros((len(anchors), 4), np.float32)
-    if positive.any():
-        targets[positive] = np.asarray(
-            box_ops.encode(boxes[matches[positive]], anchors[positive], weights=BOX_WEIGHTS)
-        )
-    return anchor_labels, targets
+    result = label_proposals(
+        anchors,
+        boxes[real],
+        labels[real],
+        foreground_iou=positive_iou,
+        background_iou=negative_iou,
+        weights=BOX_WEIGHTS,
+        allow_low_quality_matches=True,
+    )
+    return result.labels.astype(np.int32), result.regression_targets
 
 
 def _batch_targets(anchors, boxes, labels):
@@ -464,7 +460,7 @@ def detect_images(
     )
 
 
-# ---- training and the cached model ------------------------------------------------------
+# ---- how it is trained, and its cache ------------------------------------------------
 
 
 @dataclass(frozen=True)
