@@ -19,7 +19,9 @@ Introduced in notebook 05.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import time
 
 import keras
@@ -156,7 +158,9 @@ def build_small_cnn(num_classes: int, *, augment: bool, width: int = 16) -> kera
     if augment:
         x = keras.layers.RandomFlip("horizontal_and_vertical", name="flips")(x)
     for index, filters in enumerate((width, 2 * width, 4 * width), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}")(
+            x
+        )
         x = keras.layers.MaxPooling2D(name=f"pool{index}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
@@ -200,6 +204,19 @@ def accuracy(model: keras.Model, images, labels, batch_size: int = 100) -> float
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))
 
 
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Hide TensorFlow's "triggered tf.function retracing" warning: a notebook that compiles
+    a new model per seed retraces on purpose."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One training run, measured after it: accuracies on the validation and the training
@@ -234,7 +251,8 @@ def fit_and_measure(
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    history = model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0).history
+    with _quiet_retracing():
+        history = model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0).history
     seconds = time.perf_counter() - start
     return Run(
         validation=accuracy(model, *validation),
