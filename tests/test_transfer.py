@@ -123,3 +123,13 @@ def test_runs_table_gives_mean_and_spread_per_method():
     assert "1,000" in table[2]
     with pytest.raises(ValueError, match="at least 2 seeds"):
         runs_table({"a": {0: runs["a"][0]}})
+
+
+def test_plot_seed_accuracies_draws_one_row_per_method():
+    from utils.plotting import plot_seed_accuracies
+
+    fig = plot_seed_accuracies({"a": {0: 0.5, 1: 0.6}, "b": {0: 0.2, 1: 0.3}}, chance=0.25)
+    ax = fig.axes[0]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="at least one method"):
+        plot_seed_accuracies({})
