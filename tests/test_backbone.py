@@ -105,3 +105,14 @@ def test_settings_reject_bad_values(field, value):
     options = {"num_train": 10, "num_validation": 10, "epochs": 1, field: value}
     with pytest.raises(ValueError, match=field):
         BackboneSettings(**options)
+
+
+def test_describe_recipe_states_the_settings_of_the_mode():
+    from utils.backbone import SETTINGS, backbone_identity, describe_recipe
+
+    text = describe_recipe("full")
+    settings = SETTINGS["full"]
+    assert f"{settings.num_train:,} training" in text and backbone_identity("full") in text
+    assert f"{settings.epochs} epoch(s)" in text and "cosine" in text
+    assert "BackboneSettings(num_train=" in text
+    assert describe_recipe("fast") != text

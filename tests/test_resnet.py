@@ -90,3 +90,73 @@ def test_bad_arguments_name_themselves():
         _block_model((8, 8, 4), 0)
     with pytest.raises(ValueError, match="stage_widths"):
         build_small_resnet(stage_widths=(8, 16), stage_strides=(2,))
+
+
+def test_train_depth_run_measures_loss_and_gradients():
+    from utils.resnet import train_depth_run
+
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 5, 16).astype("int32")
+    run = train_depth_run(
+        8,
+        residual=True,
+        images=images,
+        labels=labels,
+        probe=(images[:8], labels[:8]),
+        epochs=2,
+        seed=0,
+        widths=(4, 4, 4),
+        batch_size=8,
+    )
+    assert len(run["history"]["loss"]) == 2 and run["seconds"] > 0
+    assert list(run["start"]) == list(run["end"]) and "stem" in run["start"]
+    again = train_depth_run(
+        8,
+        residual=True,
+        images=images,
+        labels=labels,
+        probe=(images[:8], labels[:8]),
+        epochs=2,
+        seed=0,
+        widths=(4, 4, 4),
+        batch_size=8,
+    )
+    assert again["start"] == run["start"], "the same seed gives the same initial network"
+    with pytest.raises(ValueError, match="epochs"):
+        train_depth_run(
+            8,
+            residual=False,
+            images=images,
+            labels=labels,
+            probe=(images, labels),
+            epochs=0,
+            seed=0,
+        )
+
+
+def test_degradation_report_table_and_verdicts():
+    from utils.resnet import degradation_report
+
+    def run(loss):
+        return {
+            "history": {"loss": [2.0, loss], "accuracy": [0.2, 0.5]},
+            "start": {"stem": 1.0},
+            "end": {"stem": 2.0},
+        }
+
+    losses = {
+        (8, "plain"): (1.0, 1.1),
+        (8, "residual"): (1.0, 1.2),
+        (20, "plain"): (1.5, 1.6),
+        (20, "residual"): (0.5, 0.6),
+    }
+    runs = {(d, k, s): run(values[s]) for (d, k), values in losses.items() for s in (0, 1)}
+    table, verdicts = degradation_report(runs, (8, 20), (0, 1))
+    assert len(table.splitlines()) == 5 and "1.050 ± 0.071 (2 seeds)" in table
+    assert len(verdicts) == 3
+    assert verdicts[0].endswith("tied")
+    assert verdicts[1].startswith("final loss, plain 20 - residual 20: +1.000")
+    assert verdicts[1].endswith("plain 20 higher") and verdicts[2].endswith("plain 20 higher")
+    with pytest.raises(ValueError, match="runs lacks"):
+        degradation_report(runs, (8, 20, 32), (0, 1))

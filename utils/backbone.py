@@ -265,3 +265,31 @@ def _check_classifier(classifier: keras.Model, record: dict) -> None:
         )
     if "validation_accuracy" not in record:
         raise KeyError("the record lacks validation_accuracy")
+
+
+def describe_recipe(mode: str | None = None) -> str:
+    """The course backbone's recipe as printable lines: architecture, data and training plan
+    of ``SETTINGS[mode]`` (default: the current mode). Reads the settings, changes nothing.
+    Introduced in notebook 04."""
+    mode = resolve_mode(mode)
+    settings = SETTINGS[mode]
+    steps = math.ceil(settings.num_train / settings.batch_size)
+    widths = ", ".join(str(width) for width in ARCHITECTURE["stage_widths"])
+    strides = ", ".join(str(stride) for stride in ARCHITECTURE["stage_strides"])
+    fields = ", ".join(
+        f"{field.name}={getattr(settings, field.name)!r}" for field in dataclasses.fields(settings)
+    )
+    return "\n".join(
+        [
+            f"course backbone recipe ({mode} mode), identity {backbone_identity(mode)}",
+            f"  architecture: Rescaling(1/255), 3x3 stride-2 stem ({ARCHITECTURE['stem_width']} "
+            f"channels), one residual block per stage with {widths} channels (strides {strides}), "
+            "global average pooling, softmax over "
+            f"{len(CLASS_NAMES)} classes",
+            f"  data: {settings.num_train:,} training and {settings.num_validation:,} validation "
+            f"{IMAGE_SIZE}x{IMAGE_SIZE} '{settings.difficulty}' shapes images (seed {settings.seed})",
+            f"  training: Adam, learning rate {settings.learning_rate:g} decayed to 0 along a cosine, "
+            f"batch {settings.batch_size}, {settings.epochs} epoch(s) x {steps:,} steps",
+            f"  BackboneSettings({fields})",
+        ]
+    )

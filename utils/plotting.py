@@ -430,3 +430,36 @@ def draw_anchor_targets(
     for box in np.asarray(truth_boxes, np.float32).reshape(-1, 4):
         _outline(ax, box, "white", linestyle="--", linewidth=1.2)
     return ax
+
+
+# --- notebooks 04-05 ---
+
+
+def plot_seed_accuracies(
+    values: dict,
+    *,
+    chance: float | None = None,
+    title: str | None = None,
+    xlabel="validation accuracy",
+):
+    """One row per method, a dot per seed and a bar at the mean: ``values`` maps a method to
+    ``{seed: accuracy}``. ``chance``: a dotted reference line. Introduced in notebook 05."""
+
+    if not values:
+        raise ValueError("values={}: expected at least one method {name: {seed: value}}")
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.0))
+    for row, name in enumerate(names):
+        points = np.asarray(list(values[name].values()), dtype=float)
+        ax.plot(points, np.full(len(points), row), "o", markersize=4, color="C0")
+        ax.plot([points.mean()] * 2, [row - 0.3, row + 0.3], color="C1", linewidth=2)
+    if chance is not None:
+        ax.axvline(chance, color="gray", linestyle=":", linewidth=1, label="commonest class")
+        ax.legend(loc="lower right")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel + " (dots: seeds, bar: mean)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -156,3 +156,103 @@ def conv_gradient_norms(model: keras.Model, images, labels) -> dict[str, float]:
         layer.name: float(keras.ops.sqrt(keras.ops.sum(keras.ops.square(gradient))))
         for layer, gradient in zip(convolutions, gradients, strict=True)
     }
+
+
+def train_depth_run(
+    depth: int,
+    *,
+    residual: bool,
+    images,
+    labels,
+    probe: tuple,
+    epochs: int,
+    seed: int,
+    widths: tuple[int, ...] = (8, 16, 32),
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+) -> dict:
+    """Train one ``build_deep_cnn`` network with Adam and measure it, for the degradation
+    experiment: ``{"history", "start", "end", "seconds"}``, where ``start`` and ``end`` are
+    ``conv_gradient_norms`` on the ``probe = (images, labels)`` batch before and after
+    training. Seeds the global generators with ``seed`` first. Introduced in notebook 04.
+    """
+    import time
+
+    _check_positive("epochs", epochs)
+    keras.utils.set_random_seed(seed)
+    model = build_deep_cnn(depth, residual=residual, widths=widths)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    at_start = conv_gradient_norms(model, *probe)
+    start = time.perf_counter()
+    history = model.fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0).history
+    seconds = time.perf_counter() - start
+    return {
+        "history": history,
+        "start": at_start,
+        "end": conv_gradient_norms(model, *probe),
+        "seconds": seconds,
+    }
+
+
+def degradation_report(runs: dict, depths, seeds) -> tuple[str, list[str]]:
+    """The degradation experiment's table and verdict lines from ``train_depth_run`` results.
+
+    ``runs[depth, kind, seed]`` for ``kind`` in ("plain", "residual"). The table: final
+    training loss and accuracy as mean ± std over ``seeds``, and the stem's gradient norm
+    at the start and the end (means). The verdicts compare final losses with a Welch
+    interval over the seeds (``utils.uncertainty.seed_difference``): plain vs residual at
+    every depth, then every plain network vs the next shallower one; "tied" when the
+    interval covers zero, else which one is higher. Introduced in notebook 04.
+    """
+    from utils.uncertainty import format_mean_std, seed_difference
+
+    depths, seeds = list(depths), list(seeds)
+    missing = [
+        (d, k, s)
+        for d in depths
+        for k in ("plain", "residual")
+        for s in seeds
+        if (d, k, s) not in runs
+    ]
+    if missing:
+        raise ValueError(f"runs lacks {missing[:3]}: expected every (depth, kind, seed)")
+
+    def over_seeds(depth, kind, value):
+        return {seed: value(runs[depth, kind, seed]) for seed in seeds}
+
+    loss = {}
+    lines = [
+        f"{'network':12s} {'final loss':>24s} {'accuracy':>24s} "
+        f"{'stem gradient: start':>21s} {'end':>7s}"
+    ]
+    for depth in depths:
+        for kind in ("plain", "residual"):
+            loss[depth, kind] = over_seeds(depth, kind, lambda r: r["history"]["loss"][-1])
+            accuracy = over_seeds(depth, kind, lambda r: r["history"]["accuracy"][-1])
+            start = np.mean(list(over_seeds(depth, kind, lambda r: r["start"]["stem"]).values()))
+            end = np.mean(list(over_seeds(depth, kind, lambda r: r["end"]["stem"]).values()))
+            lines.append(
+                f"{kind:8s} {depth:2d}  {format_mean_std(loss[depth, kind]):>24s} "
+                f"{format_mean_std(accuracy):>24s} {start:21.3g} {end:7.3g}"
+            )
+
+    def compare(a, b) -> str:
+        difference = seed_difference(loss[a], loss[b])
+        name_a, name_b = (f"{kind} {depth}" for depth, kind in (a, b))
+        higher = name_a if difference.observed > 0 else name_b
+        verdict = "tied" if difference.covers_zero else f"{higher} higher"
+        return (
+            f"final loss, {name_a} - {name_b}: {difference.observed:+.3f}, 95% interval "
+            f"[{difference.low:+.3f}, {difference.high:+.3f}] -> {verdict}"
+        )
+
+    verdicts = [compare((depth, "plain"), (depth, "residual")) for depth in depths]
+    verdicts += [
+        compare((deep, "plain"), (shallow, "plain"))
+        for shallow, deep in zip(depths, depths[1:], strict=False)
+    ]
+    return "\n".join(lines), verdicts
