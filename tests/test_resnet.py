@@ -98,30 +98,20 @@ def test_train_depth_run_measures_loss_and_gradients():
     rng = np.random.default_rng(0)
     images = rng.random((16, 32, 32, 3)).astype("float32")
     labels = rng.integers(0, 5, 16).astype("int32")
-    run = train_depth_run(
-        8,
-        residual=True,
-        images=images,
-        labels=labels,
-        probe=(images[:8], labels[:8]),
-        epochs=2,
-        seed=0,
-        widths=(4, 4, 4),
-        batch_size=8,
-    )
+    settings = {
+        "residual": True,
+        "images": images,
+        "labels": labels,
+        "probe": (images[:8], labels[:8]),
+        "epochs": 2,
+        "seed": 0,
+        "widths": (4, 4, 4),
+        "batch_size": 8,
+    }
+    run = train_depth_run(8, **settings)
     assert len(run["history"]["loss"]) == 2 and run["seconds"] > 0
     assert list(run["start"]) == list(run["end"]) and "stem" in run["start"]
-    again = train_depth_run(
-        8,
-        residual=True,
-        images=images,
-        labels=labels,
-        probe=(images[:8], labels[:8]),
-        epochs=2,
-        seed=0,
-        widths=(4, 4, 4),
-        batch_size=8,
-    )
+    again = train_depth_run(8, **settings)
     assert again["start"] == run["start"], "the same seed gives the same initial network"
     with pytest.raises(ValueError, match="epochs"):
         train_depth_run(

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from utils.checks import check_rgb_images
+from utils.anchors import generate_anchors
+from utils.checks import check_count, check_pair, check_rgb_images
 from utils.detection_data import training_batches
 from utils.training import EpochPrinter, fit_with_adam
 
@@ -34,6 +35,59 @@ class EndToEndDetector(keras.Model):
     """
 
     image_size: tuple[int, int]
+
+    def set_up_anchors(
+        self,
+        backbone: keras.Model,
+        num_classes: int,
+        feature_stride: int,
+        image_size: Sequence[int],
+        anchor_sizes: Sequence[float],
+        anchor_ratios: Sequence[float],
+    ) -> tuple:
+        """Keep the backbone and fix the anchors: ``anchor_sizes`` x ``anchor_ratios`` at
+        every cell of the backbone's feature map of ``image_size`` images
+        (``utils.anchors.generate_anchors``). Returns that feature map's shape
+        ``(1, h, w, C)``, or raises a one-line error when the backbone gives none."""
+        check_count("feature_stride", feature_stride)
+        image_size = check_pair("image_size", tuple(image_size))
+        feature_shape = tuple(backbone.compute_output_shape((1, *image_size, 3)))
+        if len(feature_shape) != 4 or None in feature_shape[1:]:
+            raise ValueError(
+                f"backbone output shape {feature_shape} for {image_size} images: expected a "
+                "feature map [B, h, w, C]"
+            )
+        self.backbone = backbone
+        self.num_classes = check_count("num_classes", num_classes)
+        self.feature_stride = int(feature_stride)
+        self.image_size = image_size
+        self.feature_size = feature_shape[1:3]
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
+        self.anchors = generate_anchors(
+            *self.feature_size, self.feature_stride, self.anchor_sizes, self.anchor_ratios
+        )
+        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
+        return feature_shape
+
+    def get_config(self):
+        """The backbone (serialised) and the anchor settings; a subclass adds its own."""
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            num_classes=self.num_classes,
+            feature_stride=self.feature_stride,
+            image_size=self.image_size,
+            anchor_sizes=self.anchor_sizes,
+            anchor_ratios=self.anchor_ratios,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
 
     def track_losses(self, names: Sequence[str]) -> None:
         """One running mean per logged value: ``loss`` and each of ``names``."""

@@ -36,9 +36,8 @@ import tensorflow as tf
 from keras import ops
 
 from utils import rpn
-from utils.anchors import generate_anchors
 from utils.cache import TrainingInfo
-from utils.checks import check_count, check_fraction, check_pair
+from utils.checks import check_count, check_fraction
 from utils.course import DATA_DIR, resolve_mode
 from utils.detection_data import (
     TRAINING_IMAGES,
@@ -131,29 +130,12 @@ class FasterRCNN(EndToEndDetector):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_count("feature_stride", feature_stride)
-        check_count("num_classes", num_classes)
         check_count("rpn_samples_per_image", rpn_samples_per_image)
         check_count("roi_samples_per_image", roi_samples_per_image)
         check_fraction("foreground_fraction", foreground_fraction)
-        image_size = check_pair("image_size", tuple(image_size))
-        feature_shape = tuple(backbone.compute_output_shape((1, *image_size, 3)))
-        if len(feature_shape) != 4 or None in feature_shape[1:]:
-            raise ValueError(
-                f"backbone output shape {feature_shape} for {image_size} images: expected a "
-                "feature map [B, h, w, C]"
-            )
-        self.backbone = backbone
-        self.num_classes = int(num_classes)
-        self.feature_stride = int(feature_stride)
-        self.image_size = image_size
-        self.feature_size = feature_shape[1:3]
-        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
-        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
-        self.anchors = generate_anchors(
-            *self.feature_size, self.feature_stride, self.anchor_sizes, self.anchor_ratios
+        feature_shape = self.set_up_anchors(
+            backbone, num_classes, feature_stride, image_size, anchor_sizes, anchor_ratios
         )
-        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
         self.pre_nms_top_n = dict(pre_nms_top_n or rpn.PRE_NMS_TOP_N)
         self.post_nms_top_n = dict(post_nms_top_n or rpn.POST_NMS_TOP_N)
         for name, table in (
@@ -318,12 +300,6 @@ class FasterRCNN(EndToEndDetector):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            num_classes=self.num_classes,
-            feature_stride=self.feature_stride,
-            image_size=self.image_size,
-            anchor_sizes=self.anchor_sizes,
-            anchor_ratios=self.anchor_ratios,
             pre_nms_top_n=self.pre_nms_top_n,
             post_nms_top_n=self.post_nms_top_n,
             rpn_samples_per_image=self.rpn_samples_per_image,
@@ -336,12 +312,6 @@ class FasterRCNN(EndToEndDetector):
             },
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 def detect(model: FasterRCNN, image: np.ndarray, **options) -> Detections:

@@ -34,14 +34,12 @@ import tensorflow as tf
 from keras import ops
 
 from utils import boxes as box_ops
-from utils.anchors import generate_anchors
 from utils.cache import TrainingInfo
 from utils.checks import (
     check_choice,
     check_count,
     check_fraction,
     check_number,
-    check_pair,
 )
 from utils.course import DATA_DIR, resolve_mode
 from utils.detection_data import (
@@ -262,27 +260,11 @@ class OneStageDetector(EndToEndDetector):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_count("feature_stride", feature_stride)
-        image_size = check_pair("image_size", tuple(image_size))
         self.alpha = _check_alpha(alpha)
         self.gamma = check_number("gamma", gamma, 0.0)
-        feature_shape = tuple(backbone.compute_output_shape((1, *image_size, 3)))
-        if len(feature_shape) != 4 or None in feature_shape[1:]:
-            raise ValueError(
-                f"backbone output shape {feature_shape} for {image_size} images: expected a "
-                "feature map [B, h, w, C]"
-            )
-        self.backbone = backbone
-        self.num_classes = check_count("num_classes", num_classes)
-        self.feature_stride = int(feature_stride)
-        self.image_size = image_size
-        self.feature_size = feature_shape[1:3]
-        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
-        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
-        self.anchors = generate_anchors(
-            *self.feature_size, self.feature_stride, self.anchor_sizes, self.anchor_ratios
+        feature_shape = self.set_up_anchors(
+            backbone, num_classes, feature_stride, image_size, anchor_sizes, anchor_ratios
         )
-        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
         self.head = OneStageHead(
             self.num_anchors, self.num_classes, head_channels, head_depth, name="head"
         )
@@ -358,24 +340,12 @@ class OneStageDetector(EndToEndDetector):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            num_classes=self.num_classes,
-            feature_stride=self.feature_stride,
-            image_size=self.image_size,
-            anchor_sizes=self.anchor_sizes,
-            anchor_ratios=self.anchor_ratios,
             head_channels=self.head.channels,
             head_depth=self.head.depth,
             alpha=self.alpha,
             gamma=self.gamma,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 def _check_alpha(alpha):

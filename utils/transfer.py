@@ -19,15 +19,14 @@ Introduced in notebook 05.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import time
 
 import keras
 import numpy as np
 
 from utils.checks import check_count, check_positive, check_same_length, fail
+from utils.course import quiet_tensorflow_logs
 from utils.shapes import make_shapes_split
 
 
@@ -204,19 +203,6 @@ def accuracy(model: keras.Model, images, labels, batch_size: int = 100) -> float
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels)))
 
 
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Hide TensorFlow's "triggered tf.function retracing" warning: a notebook that compiles
-    a new model per seed retraces on purpose."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One training run, measured after it: accuracies on the validation and the training
@@ -251,7 +237,7 @@ def fit_and_measure(
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    with _quiet_retracing():
+    with quiet_tensorflow_logs():  # a new model per seed retraces on purpose
         history = model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0).history
     seconds = time.perf_counter() - start
     return Run(
