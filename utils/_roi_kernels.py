@@ -14,7 +14,7 @@ included) without a Python loop and without building anything of size
    each, whatever its size. (Bins longer than twice the largest tabled window, which
    only RoIs much larger than the map have, take a few more look-ups in a loop.)
 2. **Keys that carry the argmax.** The table does not hold the float values but int64
-   keys: high 32 bits the value's bits made order-preserving, low 32 bits ``2**32 - 1``
+   keys: high 32 bits the value's bits made order-preserving, low 32 bits ``2**32 - 2``
    minus the cell's spatial index ``(b * H + h) * W + w``. The integer max of two keys
    is the larger value and, on ties, the earlier cell in row-major order, which is the
    maximum torchvision's scan keeps. One ``maximum`` per level does both jobs.
@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - a TensorFlow without the private helpe
 
 
 _LOW_BITS = np.int64(2**32 - 1)
+_EMPTY = np.int64(2**63 - 1)  # the largest key: marks empty bins under XLA (decodes to cell -1)
 _SIGN_FREE = np.int32(2**31 - 1)
 _HIGH_WORD = 1 if sys.byteorder == "little" else 0  # int64 viewed as two int32 words
 
@@ -76,7 +77,7 @@ def _max_keys(features):
     _, height, width, _ = features.shape
     ordered = _order_bits(tf.bitcast(tf.cast(features, tf.float32) + 0.0, tf.int32))
     cells = tf.range(tf.shape(features)[0] * height * width, dtype=tf.int64)
-    low = tf.reshape(_LOW_BITS - cells, (-1, height, width, 1))
+    low = tf.reshape((_LOW_BITS - 1) - cells, (-1, height, width, 1))
     return tf.bitwise.left_shift(tf.cast(ordered, tf.int64), np.int64(32)) + low
 
 
@@ -118,11 +119,25 @@ def _window_level(length, depth):
     return level
 
 
+def _in_xla():
+    """Whether the op being built will be compiled by XLA (``jit_compile=True``)."""
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _scatter_add(values, index, size):
     """``out[index[i]] += values[i]`` into a zero vector of ``size`` (1-D float32 tensors)."""
-    if isinstance(size, int) and not GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    if isinstance(size, int) and not _in_xla():
         return tf.raw_ops.DenseBincount(input=index, size=size, weights=values)
     return tf.math.unsorted_segment_sum(values, index, size)
+
+
+def _split_keys(keys, xla):
+    """int64 keys to their ``(high, low)`` 32-bit words, as int32."""
+    if xla:  # XLA fuses the shifts; bitcasts to a new shape it runs slowly
+        high = tf.cast(tf.bitwise.right_shift(keys, np.int64(32)), tf.int32)
+        return high, tf.cast(keys, tf.int32)  # narrowing keeps the low word
+    words = tf.bitcast(keys, tf.int32)
+    return words[..., _HIGH_WORD], words[..., 1 - _HIGH_WORD]
 
 
 def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end, depths):
@@ -139,7 +154,10 @@ def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end,
     depth_h, depth_w = depths
     keys = _max_keys(tf.stop_gradient(features))
     table, dropped_rows = _window_max_table(keys, depth_h, depth_w)
-    table = tf.bitcast(table, tf.float64)  # gathers of float64 run faster than of int64
+    # Outside XLA, gathers of float64 run faster than of int64 (same bits).
+    xla = _in_xla()
+    gathered_type = tf.int64 if xla else tf.float64
+    table = tf.bitcast(table, gathered_type)
 
     filled = (row_end > row_start)[:, :, None] & (col_end > col_start)[:, None, :]
     row_start = tf.minimum(row_start, height - 1)
@@ -165,9 +183,12 @@ def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end,
         top = tf.minimum(row_start + down * row_window, row_start + row_length - row_window)
         left = tf.minimum(col_start + across * col_window, col_start + col_length - col_window)
         index = level_start + ((image_row + top) * width)[:, :, None] + left[:, None, :]
-        return tf.bitcast(tf.gather(table, index), tf.int64)
+        found = tf.gather(table, index)
+        return found if gathered_type == tf.int64 else tf.bitcast(found, tf.int64)
 
     best = window(0, 0)
+    if xla:  # XLA runs a [R, PH, PW, 1] mask inside the scatter slowly: mark the keys instead
+        best = tf.where(filled[..., None], best, _EMPTY)
     for down, across in ((0, 1), (1, 0), (1, 1)):
         best = tf.maximum(best, window(down, across))
     # The windows beyond the first two per axis: rows 2.. (all columns), then columns
@@ -185,15 +206,18 @@ def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end,
     _, best = tf.while_loop(lambda number, _: number < extra, add_window, (0, best))
 
     # Decode the winning keys: the high word is the value, the low word the cell.
-    words = tf.bitcast(best, tf.int32)
-    value = tf.bitcast(_order_bits(words[..., _HIGH_WORD]), tf.float32)
-    maximum = tf.where(filled[..., None], value, 0.0)
-    cell = tf.bitwise.invert(words[..., 1 - _HIGH_WORD])  # (2**32 - 1 - cell) as int32 is ~cell
+    high, low = _split_keys(best, xla)
+    value = tf.bitcast(_order_bits(high), tf.float32)
+    maximum = tf.where(high == _SIGN_FREE if xla else ~filled[..., None], 0.0, value)
+    cell = tf.bitwise.invert(low) - 1  # (2**32 - 2 - cell) as int32 is ~cell - 1; _EMPTY's is -1
 
     @tf.custom_gradient
     def route_to_argmax(features):
         def gradient(upstream):
-            upstream = tf.where(filled[..., None], tf.cast(upstream, tf.float32), 0.0)
+            upstream = tf.cast(upstream, tf.float32)
+            if not xla:
+                upstream = tf.where(filled[..., None], upstream, 0.0)
+            # Under XLA the empty bins' elements are negative: the scatter drops them.
             element = cell * channels + tf.range(channels)
             size = features.shape.num_elements()
             size = tf.size(features) if size is None else int(size)
