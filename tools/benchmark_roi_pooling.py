@@ -9,7 +9,7 @@ RoIPooling in graph mode at most 2.0x crop_and_resize, under XLA at most 1.2x.
 ``--loop-rois N`` adds a Python loop over RoIs and bins of TensorFlow ops (the usual
 hand-written Keras RoI pooling, eager) on the first N RoIs, scaled to all of them.
 Default size: 2 images of 38 x 50 x 512 features (a VGG16 conv5 map of 600 x 800
-images), 300 RoIs, 7 x 7 output. Runs in well under a minute.
+images), 300 RoIs, 7 x 7 output. About a minute on a loaded 2-core machine.
 
 Run from the repository root: ``python tools/benchmark_roi_pooling.py``.
 """

@@ -118,7 +118,21 @@ def roi_pool_reference(features, rois, pool_size, spatial_scale=1.0) -> np.ndarr
     return output
 
 
-# ---- 2. The layers ---------------------------------------------------------------------------
+# ---- 2. The fast kernel (utils/_roi_kernels.py) ------------------------------------------
+#
+# roi_pool_reference loops over R x PH x PW bins in Python: fine to read, far too slow to
+# train with. RoIPooling computes the same numbers with a handful of tensor ops:
+#   * a "sparse table": for window sizes 1, 2, 4, ... along each axis, the max over every
+#     window of the map, each level the max of two shifted copies of the one before;
+#   * a bin L cells long (2**k <= L < 2**(k+1)) is exactly covered by two windows of 2**k
+#     cells, one at its start and one at its end, so each bin is the max of four look-ups
+#     (two per axis), whatever its size;
+#   * the table holds int64 keys, value bits above and the cell's position below, so one
+#     integer max finds both the maximum and (on ties) the first cell in row-major order,
+#     and the gradient is added straight into that cell.
+# max_pool_bins in utils/_roi_kernels.py holds the code and the details.
+
+# ---- 3. The layers ---------------------------------------------------------------------------
 
 
 class _RoILayer(keras.layers.Layer):
@@ -422,7 +436,7 @@ class SpatialPyramidPooling(_RoILayer):
         return (rows, sum(n * n for n in self.levels) * features_shape[-1])
 
 
-# ---- 3. RoI formats ----------------------------------------------------------------------------
+# ---- 4. RoI formats ----------------------------------------------------------------------------
 
 
 def boxes_to_rois(boxes):
