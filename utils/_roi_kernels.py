@@ -81,7 +81,7 @@ def _max_keys(features):
     return tf.bitwise.left_shift(tf.cast(ordered, tf.int64), np.int64(32)) + low
 
 
-def _window_max_table(keys, depth_h, depth_w):
+def _window_max_table(keys, depth_h, depth_w, stored_type=tf.int64):
     """Sparse table of window maxima of ``keys [B, H, W, C]``, levels concatenated.
 
     Level ``(kh, kw)`` is laid out like the map flattened to rows of ``C``: row
@@ -90,7 +90,7 @@ def _window_max_table(keys, depth_h, depth_w):
     before, shifted along the flattened rows (contiguous slices), so rows whose window
     would leave the image hold junk and are never read. Returns
     ``(table [sum of level lengths, C], offsets)``: level ``k`` starts at row
-    ``k * B * H * W - offsets[k]``.
+    ``k * B * H * W - offsets[k]``. The table holds the keys' bits as ``stored_type``.
     """
     _, height, width, channels = keys.shape
     rows = tf.reshape(keys, (-1, channels))
@@ -108,7 +108,10 @@ def _window_max_table(keys, depth_h, depth_w):
             levels.append(level)
             offsets.append(dropped)
             dropped += level_dropped
-    return tf.concat(levels, axis=0), np.array(offsets, "int32")
+    stored = [
+        level if stored_type == tf.int64 else tf.bitcast(level, stored_type) for level in levels
+    ]
+    return tf.concat(stored, axis=0), np.array(offsets, "int32")
 
 
 def _window_level(length, depth):
@@ -153,11 +156,10 @@ def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end,
     _, height, width, channels = features.shape
     depth_h, depth_w = depths
     keys = _max_keys(tf.stop_gradient(features))
-    table, dropped_rows = _window_max_table(keys, depth_h, depth_w)
-    # Outside XLA, gathers of float64 run faster than of int64 (same bits).
+    # Outside XLA, concat and gather run faster on float64 than on int64 (same bits).
     xla = _in_xla()
     gathered_type = tf.int64 if xla else tf.float64
-    table = tf.bitcast(table, gathered_type)
+    table, dropped_rows = _window_max_table(keys, depth_h, depth_w, gathered_type)
 
     filled = (row_end > row_start)[:, :, None] & (col_end > col_start)[:, None, :]
     row_start = tf.minimum(row_start, height - 1)
