@@ -1,4 +1,8 @@
-"""RoIPooling, RoIAlign and SpatialPyramidPooling against slow, obvious NumPy loops."""
+"""RoIPooling, RoIAlign and SpatialPyramidPooling against slow, obvious NumPy loops.
+
+``reference_roi_pool`` below is written independently of ``utils.layers.roi_pool_reference``
+(the readable reference in the library): the layer must match both.
+"""
 
 import math
 
@@ -7,7 +11,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.layers import RoIAlign, RoIPooling, SpatialPyramidPooling, spatial_pyramid_bins
+from utils.layers import (
+    RoIAlign,
+    RoIPooling,
+    SpatialPyramidPooling,
+    roi_pool_bins,
+    roi_pool_reference,
+    spatial_pyramid_bins,
+)
 
 
 def c_round(value):
@@ -221,6 +232,58 @@ def test_roi_pooling_rois_off_the_map_and_degenerate_give_zeros():
     )
     # The degenerate box (x2 < x1) is a 1x1 window at its rounded start, as torchvision.
     np.testing.assert_array_equal(output[2], -5.0)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_readable_reference_equals_the_independent_loop_and_the_layer(ties):
+    # Edge cases: RoIs partly or wholly off the map, tiny and degenerate boxes (empty
+    # bins), and with small integer features many tied maxima.
+    rng = np.random.default_rng(21 + ties)
+    shape = (2, 9, 11, 3)
+    features = rng.normal(size=shape).astype(np.float32)
+    if ties:
+        features = rng.integers(-1, 2, size=shape).astype(np.float32)
+    for pool_size, spatial_scale in (((3, 3), 1.0), ((2, 4), 0.5), ((7, 7), 0.25)):
+        rois = random_rois(rng, 30, shape[0], shape[1], shape[2], spatial_scale)
+        expected, _ = reference_roi_pool(features, rois, pool_size, spatial_scale)
+        readable = roi_pool_reference(features, rois, pool_size, spatial_scale)
+        np.testing.assert_array_equal(readable, expected)
+        layer = RoIPooling(pool_size, spatial_scale)
+        np.testing.assert_array_equal(layer(features, rois).numpy(), expected)
+
+
+def test_roi_pool_bins_are_the_bins_of_the_independent_loop():
+    # Box (x1, y1, x2, y2) = (13, 7, 60, 33) at scale 1/4: cells 3..15 across, 2..8 down.
+    bins = roi_pool_bins((13, 7, 60, 33), 0.25, (3, 2), (10, 12))
+    np.testing.assert_array_equal(bins["rows"], [[2, 5], [4, 7], [6, 9]])
+    np.testing.assert_array_equal(bins["columns"], [[3, 10], [9, 12]])  # clipped to W = 12
+    np.testing.assert_allclose(bins["projected"], [3.25, 1.75, 15.0, 8.25])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_roi_pooling_gradient_in_graph_modes_equals_the_reference(jit_compile):
+    rng = np.random.default_rng(5 + jit_compile)
+    features = rng.integers(0, 3, size=(2, 10, 12, 4)).astype(np.float32)  # ties
+    rois = random_rois(rng, 50, 2, 10, 12, 0.5)
+    upstream = rng.normal(size=(50, 3, 4, 4)).astype(np.float32)
+    layer = RoIPooling((3, 4), 0.5)
+
+    @tf.function(jit_compile=jit_compile)
+    def forward_backward(features, rois, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            output = layer(features, rois)
+        return output, tape.gradient(output, features, upstream)
+
+    output, gradient = forward_backward(tf.constant(features), tf.constant(rois), upstream)
+    expected, argmax = reference_roi_pool(features, rois, (3, 4), 0.5)
+    np.testing.assert_array_equal(output.numpy(), expected)
+    np.testing.assert_allclose(
+        gradient.numpy(),
+        reference_roi_pool_gradient(features, argmax, upstream),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 # --- RoIAlign -----------------------------------------------------------------------
@@ -445,19 +508,23 @@ def test_graph_mode_clips_out_of_range_batch_indices():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (
-            lambda: RoIPooling(0),
-            r"pool_size must be a positive int or a pair of positive ints, got 0",
-        ),
-        (lambda: RoIPooling((2, -1)), r"pool_size .* got \(2, -1\)"),
+        (lambda: RoIPooling(0), r"^pool_size=0: expected an integer >= 1 or a pair of them$"),
+        (lambda: RoIPooling((2, -1)), r"^pool_size=\(2, -1\): expected an integer >= 1"),
         (
             lambda: RoIPooling(2, spatial_scale=0),
-            r"spatial_scale must be a positive finite number, got 0",
+            r"^spatial_scale=0: expected a finite number in \(0",
         ),
-        (lambda: RoIAlign(2, -0.5), r"spatial_scale must be a positive finite number, got -0.5"),
-        (lambda: RoIAlign(2, 1.0, sampling_ratio=1.5), r"sampling_ratio must be an int .* got 1.5"),
-        (lambda: SpatialPyramidPooling(levels=()), r"levels must be a non-empty .* got \(\)"),
-        (lambda: SpatialPyramidPooling(levels=(2, 0)), r"levels must be .* got \(2, 0\)"),
+        (lambda: RoIAlign(2, -0.5), r"^spatial_scale=-0.5: expected a finite number in \(0"),
+        (
+            lambda: RoIAlign(2, 1.0, sampling_ratio=1.5),
+            r"^sampling_ratio=1.5: expected an integer \(<= 0 for adaptive\)$",
+        ),
+        (lambda: SpatialPyramidPooling(levels=()), r"^levels=\(\): expected a non-empty list"),
+        (lambda: SpatialPyramidPooling(levels=(2, 0)), r"^levels=\(2, 0\): expected a non-empty"),
+        (
+            lambda: SpatialPyramidPooling(spatial_scale=float("nan")),
+            r"^spatial_scale=nan: expected",
+        ),
     ],
 )
 def test_bad_arguments_are_rejected(make, message):
@@ -465,23 +532,32 @@ def test_bad_arguments_are_rejected(make, message):
         make()
 
 
-def test_bad_inputs_are_rejected():
+def test_bad_inputs_are_rejected_naming_layer_argument_and_expectation():
     features = np.zeros((2, 4, 4, 1), np.float32)
     rois = np.array([[0, 0, 0, 2, 2]], np.float32)
     layer = RoIPooling(2)
-    with pytest.raises(ValueError, match=r"features must have rank 4 .* got shape \(4, 4, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"RoIPooling: features has shape \(4, 4, 1\): expected rank 4 \[batch, height",
+    ):
         layer(features[0], rois)
-    with pytest.raises(ValueError, match=r"rois must have shape \[R, 5\] .* got shape \(1, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"RoIPooling: rois has shape \(1, 4\): expected \[R, 5\] rows"
+    ):
         layer(features, rois[:, :4])
-    with pytest.raises(ValueError, match=r"batch indices in \[0, 2\), got 2.0 in row 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"RoIAlign: rois\[1, 0\]=2.0: expected an integer batch index in \[0, 2\)",
+    ):
         RoIAlign(2)(features, np.array([[1, 0, 0, 2, 2], [2, 0, 0, 2, 2]], np.float32))
-    with pytest.raises(ValueError, match=r"got 0.5 in row 0"):
+    with pytest.raises(ValueError, match=r"SpatialPyramidPooling: rois\[0, 0\]=0.5: expected"):
         SpatialPyramidPooling()(features, np.array([[0.5, 0, 0, 2, 2]], np.float32))
     unknown_size = tf.function(
         layer, input_signature=[tf.TensorSpec((None, None, None, 1)), tf.TensorSpec((None, 5))]
     )
     with pytest.raises(
-        ValueError, match=r"known height, width .* got shape \(None, None, None, 1\)"
+        ValueError,
+        match=r"features has shape \(None, None, None, 1\): expected a known height, width",
     ):
         unknown_size(features, rois)
 

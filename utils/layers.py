@@ -1,5 +1,11 @@
 """Keras layers that pool a region of a feature map: RoI max pooling, RoIAlign and SPP.
 
+The file reads top to bottom: first RoI pooling itself, as plain NumPy a learner can
+follow against the lecture's "split the region into bins and max-pool each"
+(``roi_pool_bins``, ``roi_pool_reference``); then the Keras layers. ``RoIPooling``
+computes exactly the reference's numbers, but with a fast kernel that is explained (and
+kept) in ``utils/_roi_kernels.py``.
+
 The RoI layers follow torchvision.ops (``roi_pool``, ``roi_align``): they are called as
 ``layer(features, rois)`` with ``features`` ``[B, H, W, C]`` (channels last) and ``rois``
 ``[R, 5]`` rows of ``(batch_index, x1, y1, x2, y2)`` in input-image pixels, and return
@@ -14,78 +20,25 @@ when the layer is traced, so an out-of-range index is clipped to ``[0, B - 1]`` 
 Introduced in notebook 08.
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from utils import _roi_kernels, checks
 
-def _positive_pair(value, name):
-    """``value`` as a pair of positive ints; a single int is used for both axes."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(
-        isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item > 0
-        for item in pair
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _positive_scale(value):
-    if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"spatial_scale must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_features(features, layer_name):
-    """Static checks on ``features``; returns ``(height, width, channels)``."""
-    shape = tuple(features.shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"{layer_name}: features must have rank 4 [batch, height, width, channels], "
-            f"got shape {shape}"
-        )
-    height, width, channels = shape[1:]
-    if height is None or width is None or channels is None:
-        raise ValueError(
-            f"{layer_name}: features must have a known height, width and channel count "
-            f"when the layer is traced, got shape {shape}"
-        )
-    if height < 1 or width < 1:
-        raise ValueError(f"{layer_name}: features must not be empty, got shape {shape}")
-    return height, width, channels
-
-
-def _check_rois(rois, features, layer_name):
-    """Static checks on ``rois``, plus a check of the batch indices when their values are known."""
-    shape = tuple(rois.shape)
-    if len(shape) != 2 or shape[1] != 5:
-        raise ValueError(
-            f"{layer_name}: rois must have shape [R, 5] with rows "
-            f"(batch_index, x1, y1, x2, y2), got shape {shape}"
-        )
-    values = tf.get_static_value(rois)
-    if values is None:
-        return
-    batch_index = values[:, 0]
-    batch_size = features.shape[0]
-    limit = np.inf if batch_size is None else batch_size
-    bad = np.flatnonzero(
-        (batch_index != np.floor(batch_index)) | (batch_index < 0) | (batch_index >= limit)
-    )
-    if bad.size:
-        raise ValueError(
-            f"{layer_name}: rois[:, 0] must hold integer batch indices in "
-            f"[0, {batch_size or 'B'}), got {batch_index[bad[0]]} in row {bad[0]}"
-        )
-
-
-def _batch_index(rois, features):
-    """Column 0 of ``rois`` as int32, clipped into range (only matters in graph mode)."""
-    batch_size = ops.shape(features)[0]
-    return ops.clip(ops.cast(rois[:, 0], "int32"), 0, batch_size - 1)
+# ---- 1. RoI pooling, the reference -------------------------------------------------------
+#
+# torchvision's roi_pool (Fast R-CNN's layer), in four steps:
+#   1. the box's corners times spatial_scale, rounded half away from zero (C's round),
+#      give the RoI's first and last cell on the map, both included (hence the +1);
+#   2. the RoI, at least one cell, is split into PH x PW bins of roi_size / pooled cells;
+#      bin i spans [floor(i * bin), ceil((i + 1) * bin)), clipped to the map, so
+#      neighbouring bins may share a cell;
+#   3. each bin's output is the max over its cells, per channel;
+#   4. an empty bin (the RoI off the map, or a degenerate box) gives 0.
+# The gradient of an output goes to the cell that held its max (the first one in
+# row-major order when several tie) and adds up over bins and RoIs.
 
 
 def _round_half_away_from_zero(x):
@@ -93,176 +46,172 @@ def _round_half_away_from_zero(x):
     return ops.sign(x) * ops.floor(ops.abs(x) + 0.5)
 
 
-def _roi_pool_bins(rois, spatial_scale, pooled, size, axis):
-    """Integer bin edges ``[R, pooled]`` along one axis (axis 0: x, 1: y), torchvision roi_pool."""
-    scaled = rois[:, 1:] * np.float32(spatial_scale)
-    start = _round_half_away_from_zero(scaled[:, axis])
-    end = _round_half_away_from_zero(scaled[:, axis + 2])
-    bin_size = ops.maximum(end - start + 1.0, 1.0) / np.float32(pooled)
-    index = ops.arange(pooled, dtype="float32")
-    low = ops.floor(index[None, :] * bin_size[:, None]) + start[:, None]
-    high = ops.ceil((index[None, :] + 1.0) * bin_size[:, None]) + start[:, None]
-    return ops.cast(ops.clip(low, 0, size), "int32"), ops.cast(ops.clip(high, 0, size), "int32")
+def _bin_edges(rois, spatial_scale, pool_size, feature_size):
+    """Steps 1 and 2 for RoI rows ``[R, 5]``: ``(row_start, row_end, col_start, col_end)``.
 
-
-def _table_depth(size, pooled):
-    """How many power-of-two window levels to precompute along an axis of ``size``.
-
-    Enough for every bin of a RoI inside the map (at most ``ceil((size + 1) / pooled) + 1``
-    long) to be covered by two windows; longer bins take more windows, not more levels.
+    Integer edges, ``[R, PH]`` for rows and ``[R, PW]`` for columns, each bin
+    ``[start, end)``, clipped to ``feature_size`` ``(H, W)``. float32 arithmetic, as in
+    torchvision's kernel. The one place the bin rule is written.
     """
-    longest_bin = min(size, math.ceil((size + 1) / pooled) + 1)
-    return int(math.floor(math.log2(longest_bin)))
-
-
-_LOW_BITS = np.int64(2**32 - 1)
-_EMPTY = np.int64(2**63 - 1)
-
-
-def _max_keys(features):
-    """int64 keys ordered by value, then by earlier row-major position: ``[B, H, W, C]``.
-
-    The high 32 bits are the float32 value's bits made order-preserving (negative floats
-    have their magnitude bits flipped; ``+ 0.0`` turns -0 into 0 so the two tie), the low
-    32 bits are ``2**32 - 1`` minus the element's flat index (features of up to ``2**32``
-    elements). One integer max then finds the maximum and, among equal maxima, the first
-    in row-major order, as torchvision's scan does.
-    """
-    bits = ops.view(ops.cast(features, "float32") + 0.0, "int32")
-    ordered = ops.where(bits < 0, ops.bitwise_xor(bits, np.int32(2**31 - 1)), bits)
-    flat_index = ops.reshape(ops.arange(ops.size(features), dtype="int64"), ops.shape(features))
-    return ops.left_shift(ops.cast(ordered, "int64"), np.int64(32)) + (_LOW_BITS - flat_index)
-
-
-def _window_max_table(keys, depth_h, depth_w):
-    """Sparse table of window maxima of ``keys [B, H, W, C]``, levels concatenated.
-
-    Level ``(kh, kw)`` is laid out like the map flattened to rows of ``C``: row
-    ``(b * H + h) * W + w`` holds the max key over the ``2**kh x 2**kw`` window with
-    top-left corner ``(h, w)``. Each level is the max of two shifted copies of the one
-    before, shifted along the flattened rows (contiguous slices, no copies in graph
-    mode), so rows whose window would leave the image hold junk and are never read.
-    Returns ``(table [sum of level lengths, C], offsets)``: level ``k`` starts at row
-    ``k * B * H * W - offsets[k]``.
-    """
-    _, height, width, channels = keys.shape
-    rows = ops.reshape(keys, (-1, channels))
-    levels, offsets, dropped = [], [], 0
-    for kh in range(depth_h + 1):
-        if kh:
-            shift = 2 ** (kh - 1) * width
-            rows = ops.maximum(rows[:-shift], rows[shift:])
-        level, level_dropped = rows, (2**kh - 1) * width
-        for kw in range(depth_w + 1):
-            if kw:
-                shift = 2 ** (kw - 1)
-                level = ops.maximum(level[:-shift], level[shift:])
-                level_dropped += shift
-            levels.append(level)
-            offsets.append(dropped)
-            dropped += level_dropped
-    return ops.concatenate(levels, axis=0), np.array(offsets, "int32")
-
-
-def _window_level(length, depth):
-    """Per-bin level ``min(floor(log2(length)), depth)`` for integer ``length >= 1``."""
-    level = ops.zeros_like(length)
-    for k in range(1, depth + 1):
-        level = level + ops.cast(length >= 2**k, "int32")
-    return level
-
-
-def _max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end, depths):
-    """Exact max over integer bins ``[row_start, row_end) x [col_start, col_end)``.
-
-    ``batch_index`` is ``[R]``, row edges ``[R, PH]``, column edges ``[R, PW]``; returns
-    ``[R, PH, PW, C]``, 0 for empty bins. Each bin is the max of a few windows looked up
-    in a sparse table of window maxima (two per axis when the bin is at most twice the
-    largest tabled window, more only for longer bins), so the cost does not grow with
-    the bin area and nothing of size ``[R, H, W, C]`` is built. The table holds keys
-    that carry each maximum's position too, so the gradient reaches exactly one input
-    per output (the first maximum in row-major order, as torchvision's scan) and adds
-    up over bins and RoIs.
-    """
-    batch_size = ops.shape(features)[0]
-    _, height, width, _ = features.shape
-    depth_h, depth_w = depths
-    table, dropped_rows = _window_max_table(
-        _max_keys(ops.stop_gradient(features)), depth_h, depth_w
+    corners = _round_half_away_from_zero(
+        ops.cast(rois, "float32")[:, 1:] * np.float32(spatial_scale)
     )
+    edges = []
+    for axis, pooled, size in (
+        (1, pool_size[0], feature_size[0]),
+        (0, pool_size[1], feature_size[1]),
+    ):
+        first, last = corners[:, axis], corners[:, axis + 2]
+        bin_size = ops.maximum(last - first + 1.0, 1.0) / np.float32(pooled)
+        index = ops.arange(pooled, dtype="float32")
+        start = ops.floor(index[None, :] * bin_size[:, None]) + first[:, None]
+        end = ops.ceil((index[None, :] + 1.0) * bin_size[:, None]) + first[:, None]
+        edges += [ops.cast(ops.clip(edge, 0, size), "int32") for edge in (start, end)]
+    return tuple(edges)
 
-    empty_bin = (row_end <= row_start)[:, :, None] | (col_end <= col_start)[:, None, :]
-    row_start = ops.minimum(row_start, height - 1)
-    col_start = ops.minimum(col_start, width - 1)
-    row_length = ops.maximum(row_end - row_start, 1)
-    col_length = ops.maximum(col_end - col_start, 1)
-    row_level = _window_level(row_length, depth_h)
-    col_level = _window_level(col_length, depth_w)
-    row_window = ops.left_shift(1, row_level)
-    col_window = ops.left_shift(1, col_level)
-    # Window j of a bin starts at min(start + j * window, end - window): two windows
-    # (start- and end-aligned) cover any bin up to twice the window long; longer bins
-    # (RoIs much larger than the map) take ceil(length / window).
-    windows_down = ops.max((row_length + row_window - 1) // row_window, initial=2)
-    windows_across = ops.max((col_length + col_window - 1) // col_window, initial=2)
 
-    level = row_level[:, :, None] * (depth_w + 1) + col_level[:, None, :]
-    level_start = level * (batch_size * height * width) - ops.take(dropped_rows, level)
-    image_row = batch_index[:, None] * height
+def roi_pool_bins(
+    box, spatial_scale: float, pool_size: int | tuple[int, int], feature_size: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """The feature-map cells each of ``RoIPooling``'s bins takes its max over, for one box.
 
-    def window(down, across):
-        """Max key of window ``(down, across)`` of every bin, ``[R, PH, PW, C]``."""
-        top = ops.minimum(row_start + down * row_window, row_start + row_length - row_window)
-        left = ops.minimum(col_start + across * col_window, col_start + col_length - col_window)
-        index = level_start + ((image_row + top) * width)[:, :, None] + left[:, None, :]
-        return ops.take(table, index, axis=0)
+    ``box`` ``(x1, y1, x2, y2)`` in image pixels, ``feature_size`` ``(H, W)``. The rule of
+    ``utils.layers.RoIPooling`` (torchvision ``roi_pool``): corners times
+    ``spatial_scale`` rounded half away from zero, inclusive end, bin ``i`` spans
+    ``[floor(i * bin), ceil((i + 1) * bin))`` cells, clipped to the map. Returns int
+    arrays ``"rows"`` ``[PH, 2]`` and ``"columns"`` ``[PW, 2]`` of ``[start, end)`` cell
+    ranges, and ``"projected"``, the box on the map before rounding (float ``[4]``), so a
+    notebook can draw both. NumPy, for drawing and checking. Introduced in notebook 08.
+    """
+    pool_size = checks.check_pair("pool_size", pool_size)
+    box = np.asarray(box, np.float32).reshape(4)
+    rows = np.concatenate([[0.0], box]).astype(np.float32)[None]
+    edges = [
+        np.asarray(edge)[0].astype(np.int64)
+        for edge in _bin_edges(rows, spatial_scale, pool_size, feature_size)
+    ]
+    return {
+        "rows": np.stack(edges[:2], axis=1),
+        "columns": np.stack(edges[2:], axis=1),
+        "projected": box * np.float32(spatial_scale),
+    }
 
-    # Empty bins start at the largest key, so no window replaces it and it marks them.
-    best = ops.where(empty_bin[..., None], _EMPTY, window(0, 0))
-    for down, across in ((0, 1), (1, 0), (1, 1)):
-        best = ops.maximum(best, window(down, across))
-    # The windows beyond the first two per axis: rows 2.. (all columns), then columns
-    # 2.. of rows 0 and 1. The loop runs zero times unless a bin is that long.
-    below = (windows_down - 2) * windows_across
-    beside = ops.maximum(windows_across - 2, 1)
 
-    def add_window(number, best):
-        in_rows_below = number < below
-        down = ops.where(in_rows_below, 2 + number // windows_across, (number - below) // beside)
-        across = ops.where(in_rows_below, number % windows_across, 2 + (number - below) % beside)
-        return number + 1, ops.maximum(best, window(down, across))
+def roi_pool_reference(features, rois, pool_size, spatial_scale=1.0) -> np.ndarray:
+    """RoI max pooling as a plain loop over RoIs and bins (NumPy): ``[R, PH, PW, C]``.
 
-    extra = below + 2 * (windows_across - 2)
-    _, best = ops.while_loop(lambda number, _: number < extra, add_window, (0, best))
+    What ``RoIPooling`` computes, written to be read, not run on large inputs:
+    ``features`` ``[B, H, W, C]``, ``rois`` ``[R, 5]`` rows ``(batch_index, x1, y1, x2, y2)``.
+    Introduced in notebook 08.
+    """
+    features = np.asarray(features, np.float32)
+    rois = np.asarray(rois, np.float32).reshape(-1, 5)
+    pool_height, pool_width = checks.check_pair("pool_size", pool_size)
+    output = np.zeros((len(rois), pool_height, pool_width, features.shape[-1]), np.float32)
+    for r, (batch_index, *box) in enumerate(rois):
+        bins = roi_pool_bins(box, spatial_scale, (pool_height, pool_width), features.shape[1:3])
+        for i, (top, bottom) in enumerate(bins["rows"]):
+            for j, (left, right) in enumerate(bins["columns"]):
+                if bottom > top and right > left:  # an empty bin stays 0
+                    cells = features[int(batch_index), top:bottom, left:right]
+                    output[r, i, j] = cells.max(axis=(0, 1))
+    return output
 
-    # The maxima are read back from the keys; the gradient goes to their positions.
-    empty = best == _EMPTY
-    ordered = ops.cast(ops.right_shift(best, np.int64(32)), "int32")
-    bits = ops.where(ordered < 0, ops.bitwise_xor(ordered, np.int32(2**31 - 1)), ordered)
-    maximum = ops.where(empty, 0.0, ops.view(bits, "float32"))
-    flat_index = ops.reshape(_LOW_BITS - ops.bitwise_and(best, _LOW_BITS), (-1,))
 
-    @ops.custom_gradient
-    def route_to_argmax(features):
-        def gradient(upstream):
-            upstream = ops.reshape(ops.where(empty, 0.0, upstream), (-1,))
-            routed = ops.segment_sum(upstream, flat_index, num_segments=ops.size(features))
-            return ops.reshape(routed, ops.shape(features))
+# ---- 2. The fast kernel (utils/_roi_kernels.py) ------------------------------------------
+#
+# roi_pool_reference loops over R x PH x PW bins in Python: fine to read, far too slow to
+# train with. RoIPooling computes the same numbers with a handful of tensor ops:
+#   * a "sparse table": for window sizes 1, 2, 4, ... along each axis, the max over every
+#     window of the map, each level the max of two shifted copies of the one before;
+#   * a bin L cells long (2**k <= L < 2**(k+1)) is exactly covered by two windows of 2**k
+#     cells, one at its start and one at its end, so each bin is the max of four look-ups
+#     (two per axis), whatever its size;
+#   * the table holds int64 keys, value bits above and the cell's position below, so one
+#     integer max finds both the maximum and (on ties) the first cell in row-major order,
+#     and the gradient is added straight into that cell.
+# max_pool_bins in utils/_roi_kernels.py holds the code and the details.
 
-        return ops.cast(maximum, features.dtype), gradient
+# ---- 3. The layers ---------------------------------------------------------------------------
 
-    return route_to_argmax(features)
+
+class _RoILayer(keras.layers.Layer):
+    """What the RoI layers share: ``spatial_scale``, float32 RoIs, the checks of the inputs.
+
+    Subclasses list their constructor arguments in ``_config_names`` (for ``get_config``)
+    and call ``self._inputs(features, rois)`` first in ``call``.
+    """
+
+    _config_names = ("pool_size", "spatial_scale")
+
+    def __init__(self, spatial_scale=1.0, **kwargs):
+        # RoIs are pixel coordinates: mixed precision must not round them to float16.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.spatial_scale = checks.check_positive("spatial_scale", spatial_scale)
+
+    def build(self, features_shape, rois_shape=None):
+        self.built = True
+
+    def _inputs(self, features, rois):
+        """Checks; returns ``((H, W, C), rois as float32, batch index [R] as int32)``."""
+        name = type(self).__name__
+        shape = tuple(features.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{name}: features has shape {shape}: expected rank 4 [batch, height, width, channels]"
+            )
+        if None in shape[1:]:
+            raise ValueError(
+                f"{name}: features has shape {shape}: expected a known height, width and "
+                "channel count when the layer is traced"
+            )
+        if min(shape[1:3]) < 1:
+            raise ValueError(f"{name}: features has shape {shape}: expected a non-empty map")
+        if rois is None:
+            return shape[1:], None, None
+        if len(rois.shape) != 2 or rois.shape[1] != 5:
+            raise ValueError(
+                f"{name}: rois has shape {tuple(rois.shape)}: expected [R, 5] rows "
+                "(batch_index, x1, y1, x2, y2)"
+            )
+        values = tf.get_static_value(rois)
+        if values is not None:
+            batch_index, limit = values[:, 0], shape[0] or np.inf
+            bad = np.flatnonzero(
+                (batch_index != np.floor(batch_index)) | (batch_index < 0) | (batch_index >= limit)
+            )
+            if bad.size:
+                checks.fail(
+                    f"{name}: rois[{bad[0]}, 0]",
+                    float(batch_index[bad[0]]),
+                    f"an integer batch index in [0, {shape[0] or 'B'})",
+                )
+        rois = ops.cast(rois, "float32")
+        batch_index = ops.clip(ops.cast(rois[:, 0], "int32"), 0, ops.shape(features)[0] - 1)
+        return shape[1:], rois, batch_index
+
+    def compute_output_shape(self, features_shape, rois_shape):
+        return (rois_shape[0], *self.pool_size, features_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self._config_names})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="course")
-class RoIPooling(keras.layers.Layer):
+class RoIPooling(_RoILayer):
     """RoI max pooling: each RoI's window split into ``PH x PW`` bins, max in each bin.
 
-    Follows Fast R-CNN's layer and torchvision.ops.roi_pool exactly: corners scaled by
+    Follows Fast R-CNN's layer and torchvision.ops.roi_pool exactly (the rule at the top
+    of this file; ``roi_pool_reference`` is the same thing as a loop): corners scaled by
     ``spatial_scale`` and rounded half away from zero, inclusive end (``+1``), bins
     ``[floor(i * bin), ceil((i + 1) * bin))`` clipped to the map, so bins may overlap,
     and empty bins (RoIs partly or wholly off the map, degenerate boxes) give 0.
     The gradient goes to each bin's argmax (the first in row-major order on ties).
+    The work is done by ``utils._roi_kernels.max_pool_bins`` (a sparse table of window
+    maxima, no Python loop).
 
     Call: ``layer(features [B, H, W, C], rois [R, 5]) -> [R, PH, PW, C]``.
 
@@ -270,33 +219,17 @@ class RoIPooling(keras.layers.Layer):
     """
 
     def __init__(self, pool_size, spatial_scale=1.0, **kwargs):
-        # RoIs are pixel coordinates: mixed precision must not round them to float16.
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.pool_size = _positive_pair(pool_size, "pool_size")
-        self.spatial_scale = _positive_scale(spatial_scale)
-
-    def build(self, features_shape, rois_shape):
-        self.built = True
+        super().__init__(spatial_scale, **kwargs)
+        self.pool_size = checks.check_pair("pool_size", pool_size)
 
     def call(self, features, rois):
-        height, width, _ = _check_features(features, "RoIPooling")
-        _check_rois(rois, features, "RoIPooling")
-        rois = ops.cast(rois, "float32")
-        pool_height, pool_width = self.pool_size
-        row_start, row_end = _roi_pool_bins(rois, self.spatial_scale, pool_height, height, 1)
-        col_start, col_end = _roi_pool_bins(rois, self.spatial_scale, pool_width, width, 0)
-        depths = (_table_depth(height, pool_height), _table_depth(width, pool_width))
-        batch_index = _batch_index(rois, features)
-        return _max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end, depths)
-
-    def compute_output_shape(self, features_shape, rois_shape):
-        return (rois_shape[0], *self.pool_size, features_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pool_size=self.pool_size, spatial_scale=self.spatial_scale)
-        return config
+        (height, width, _), rois, batch_index = self._inputs(features, rois)
+        edges = _bin_edges(rois, self.spatial_scale, self.pool_size, (height, width))
+        depths = [
+            _roi_kernels.table_depth(size, pooled)
+            for size, pooled in zip((height, width), self.pool_size, strict=True)
+        ]
+        return _roi_kernels.max_pool_bins(features, batch_index, *edges, depths)
 
 
 def _bilinear_axis(coordinate, size):
@@ -316,7 +249,7 @@ def _bilinear_axis(coordinate, size):
 
 
 @keras.saving.register_keras_serializable(package="course")
-class RoIAlign(keras.layers.Layer):
+class RoIAlign(_RoILayer):
     """RoIAlign: average of bilinear samples in each of ``PH x PW`` bins, no rounding.
 
     Follows torchvision.ops.roi_align: start ``x1 * spatial_scale - 0.5`` when
@@ -332,21 +265,15 @@ class RoIAlign(keras.layers.Layer):
     Introduced in notebook 08.
     """
 
+    _config_names = ("pool_size", "spatial_scale", "sampling_ratio", "aligned")
+
     def __init__(self, pool_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, **kwargs):
-        # RoIs are pixel coordinates: mixed precision must not round them to float16.
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.pool_size = _positive_pair(pool_size, "pool_size")
-        self.spatial_scale = _positive_scale(spatial_scale)
-        if not isinstance(sampling_ratio, (int, np.integer)) or isinstance(sampling_ratio, bool):
-            raise ValueError(
-                f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}"
-            )
+        super().__init__(spatial_scale, **kwargs)
+        self.pool_size = checks.check_pair("pool_size", pool_size)
+        if not isinstance(sampling_ratio, int | np.integer) or isinstance(sampling_ratio, bool):
+            checks.fail("sampling_ratio", sampling_ratio, "an integer (<= 0 for adaptive)")
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
-
-    def build(self, features_shape, rois_shape):
-        self.built = True
 
     def _sample_grid(self, rois, pooled, axis):
         """Per-RoI ``(start, bin_size, samples)`` along one axis (axis 0: x, 1: y)."""
@@ -364,11 +291,8 @@ class RoIAlign(keras.layers.Layer):
         return start, bin_size, samples
 
     def call(self, features, rois):
-        height, width, channels = _check_features(features, "RoIAlign")
-        _check_rois(rois, features, "RoIAlign")
-        rois = ops.cast(rois, "float32")
+        (height, width, channels), rois, batch_index = self._inputs(features, rois)
         pool_height, pool_width = self.pool_size
-        batch_index = _batch_index(rois, features)
         y_start, y_bin, y_samples = self._sample_grid(rois, pool_height, 1)
         x_start, x_bin, x_samples = self._sample_grid(rois, pool_width, 0)
         count = ops.cast(ops.maximum(y_samples * x_samples, 1), "float32")
@@ -438,19 +362,6 @@ class RoIAlign(keras.layers.Layer):
 
         return align(features)
 
-    def compute_output_shape(self, features_shape, rois_shape):
-        return (rois_shape[0], *self.pool_size, features_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            pool_size=self.pool_size,
-            spatial_scale=self.spatial_scale,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
-        )
-        return config
-
 
 def spatial_pyramid_bins(size, level):
     """Bin edges ``(starts, ends)`` splitting an axis of ``size`` into ``level`` bins.
@@ -466,7 +377,7 @@ def spatial_pyramid_bins(size, level):
 
 
 @keras.saving.register_keras_serializable(package="course")
-class SpatialPyramidPooling(keras.layers.Layer):
+class SpatialPyramidPooling(_RoILayer):
     """Spatial pyramid pooling: max pooling into ``n x n`` bins for each ``n`` in ``levels``.
 
     SPP-net's fixed-length representation. Level ``n`` splits each axis with
@@ -482,37 +393,27 @@ class SpatialPyramidPooling(keras.layers.Layer):
     Introduced in notebook 08.
     """
 
+    _config_names = ("levels", "spatial_scale")
+
     def __init__(self, levels=(4, 2, 1), spatial_scale=1.0, **kwargs):
-        # RoIs are pixel coordinates: mixed precision must not round them to float16.
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        levels = tuple(levels) if isinstance(levels, (list, tuple)) else levels
+        super().__init__(spatial_scale, **kwargs)
+        levels = tuple(levels) if isinstance(levels, list | tuple) else levels
         if not (
             isinstance(levels, tuple)
             and levels
             and all(
-                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+                isinstance(n, int | np.integer) and not isinstance(n, bool) and n > 0
                 for n in levels
             )
         ):
-            raise ValueError(
-                f"levels must be a non-empty list or tuple of positive ints, got {levels!r}"
-            )
+            checks.fail("levels", levels, "a non-empty list or tuple of integers >= 1")
         self.levels = tuple(int(n) for n in levels)
-        self.spatial_scale = _positive_scale(spatial_scale)
-
-    def build(self, features_shape, rois_shape=None):
-        self.built = True
 
     def call(self, features, rois=None):
-        height, width, channels = _check_features(features, "SpatialPyramidPooling")
-        if rois is None:
+        (height, width, channels), rois, batch_index = self._inputs(features, rois)
+        if rois is None:  # whole maps: one "RoI" per image, SPP-net's bins
             batch_size = ops.shape(features)[0]
             batch_index = ops.arange(batch_size, dtype="int32")
-        else:
-            _check_rois(rois, features, "SpatialPyramidPooling")
-            rois = ops.cast(rois, "float32")
-            batch_index = _batch_index(rois, features)
         pooled = []
         for level in self.levels:
             if rois is None:
@@ -524,12 +425,9 @@ class SpatialPyramidPooling(keras.layers.Layer):
                     for edge in spatial_pyramid_bins(size, level)
                 ]
             else:
-                edges = [
-                    *_roi_pool_bins(rois, self.spatial_scale, level, height, 1),
-                    *_roi_pool_bins(rois, self.spatial_scale, level, width, 0),
-                ]
-            depths = (_table_depth(height, level), _table_depth(width, level))
-            level_max = _max_pool_bins(features, batch_index, *edges, depths)
+                edges = _bin_edges(rois, self.spatial_scale, (level, level), (height, width))
+            depths = [_roi_kernels.table_depth(size, level) for size in (height, width)]
+            level_max = _roi_kernels.max_pool_bins(features, batch_index, *edges, depths)
             pooled.append(ops.reshape(level_max, (-1, level * level * channels)))
         return ops.concatenate(pooled, axis=1)
 
@@ -537,43 +435,8 @@ class SpatialPyramidPooling(keras.layers.Layer):
         rows = features_shape[0] if rois_shape is None else rois_shape[0]
         return (rows, sum(n * n for n in self.levels) * features_shape[-1])
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(levels=self.levels, spatial_scale=self.spatial_scale)
-        return config
 
-
-# ---- RoI formats and the bin rule in NumPy ------------------------------------------------
-
-
-def roi_pool_bins(
-    box, spatial_scale: float, pool_size: int | tuple[int, int], feature_size: tuple[int, int]
-) -> dict[str, np.ndarray]:
-    """The feature-map cells each of ``RoIPooling``'s bins takes its max over, for one box.
-
-    ``box`` ``(x1, y1, x2, y2)`` in image pixels, ``feature_size`` ``(H, W)``. The rule of
-    ``utils.layers.RoIPooling`` (torchvision ``roi_pool``): corners times
-    ``spatial_scale`` rounded half away from zero, inclusive end, bin ``i`` spans
-    ``[floor(i * bin), ceil((i + 1) * bin))`` cells, clipped to the map. Returns int
-    arrays ``"rows"`` ``[PH, 2]`` and ``"columns"`` ``[PW, 2]`` of ``[start, end)`` cell
-    ranges, and ``"projected"``, the box on the map before rounding (float ``[4]``), so a
-    notebook can draw both. NumPy, for drawing and checking. Introduced in notebook 08.
-    """
-    pool_height, pool_width = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
-    projected = np.asarray(box, np.float32).reshape(4) * np.float32(spatial_scale)
-    corners = np.sign(projected) * np.floor(np.abs(projected) + 0.5)
-    edges = {}
-    for name, pooled, start, end, size in (
-        ("rows", pool_height, corners[1], corners[3], feature_size[0]),
-        ("columns", pool_width, corners[0], corners[2], feature_size[1]),
-    ):
-        bin_size = np.float32(max(end - start + 1, 1)) / np.float32(pooled)
-        index = np.arange(pooled, dtype=np.float32)
-        low = np.clip(np.floor(index * bin_size) + start, 0, size)
-        high = np.clip(np.ceil((index + 1) * bin_size) + start, 0, size)
-        edges[name] = np.stack([low, high], axis=1).astype(np.int64)
-    edges["projected"] = projected
-    return edges
+# ---- 4. RoI formats ----------------------------------------------------------------------------
 
 
 def boxes_to_rois(boxes):
