@@ -8,6 +8,18 @@ from utils.shapes import make_shapes
 
 TINY_CLASSES = ("circle", "square", "triangle")
 TINY_IMAGE_SIZE = 64
+TIMING_KEYS = {"backbone", "head", "postprocess", "total", "detection", "proposals_per_image"}
+"""What ``detect_images`` of Fast R-CNN and the one-stage detector time (``utils.profiling``)."""
+
+
+def tiny_anchor_settings(stride: int) -> dict:
+    """Feature stride, image size and two anchor sizes x three ratios for the tiny images."""
+    return {
+        "feature_stride": stride,
+        "image_size": (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE),
+        "anchor_sizes": (12, 24),
+        "anchor_ratios": (0.5, 1.0, 2.0),
+    }
 
 
 def tiny_detection_images(count: int):

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from detection_helpers import check_cached_loader, make_tiny_backbone
+from detection_helpers import TIMING_KEYS, check_cached_loader, make_tiny_backbone
 
 from utils import fast_rcnn
 from utils.boxes import flip_boxes, iou
@@ -164,14 +164,7 @@ def test_inference_output_format(one_image):
     assert boxes.dtype == np.float32 and labels.dtype == np.int64 and scores.dtype == np.float32
     assert (np.diff(scores) <= 0).all() and (scores > 0.05).all()
     assert ((boxes >= 0) & (boxes <= SIZE)).all() and set(labels.tolist()) <= {0, 1, 2}
-    assert set(timing) == {
-        "backbone",
-        "head",
-        "postprocess",
-        "total",
-        "detection",
-        "proposals_per_image",
-    }
+    assert set(timing) == TIMING_KEYS
     assert timing["proposals_per_image"] == len(proposals)
     single = fast_rcnn.detect(model, data.images[0], proposals, max_detections=7)
     np.testing.assert_allclose(single.scores, scores, rtol=1e-5)

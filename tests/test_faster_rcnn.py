@@ -8,6 +8,7 @@ from detection_helpers import (
     TINY_IMAGE_SIZE,
     check_cached_loader,
     make_tiny_backbone,
+    tiny_anchor_settings,
     tiny_detection_images,
 )
 
@@ -27,10 +28,7 @@ def tiny_backbone():
 def tiny_model(**options):
     keras.utils.set_random_seed(0)
     settings = {
-        "feature_stride": STRIDE,
-        "image_size": (IMAGE_SIZE, IMAGE_SIZE),
-        "anchor_sizes": (12, 24),
-        "anchor_ratios": (0.5, 1.0, 2.0),
+        **tiny_anchor_settings(STRIDE),
         "pre_nms_top_n": {"training": 200, "inference": 100},
         "post_nms_top_n": {"training": 40, "inference": 20},
         "rpn_samples_per_image": 64,

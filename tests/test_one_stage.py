@@ -20,10 +20,7 @@ CLASSES, IMAGE_SIZE = helpers.TINY_CLASSES, helpers.TINY_IMAGE_SIZE
 def tiny_model(**options):
     keras.utils.set_random_seed(0)
     settings = {
-        "feature_stride": STRIDE,
-        "image_size": (IMAGE_SIZE, IMAGE_SIZE),
-        "anchor_sizes": (12, 24),
-        "anchor_ratios": (0.5, 1.0, 2.0),
+        **helpers.tiny_anchor_settings(STRIDE),
         "head_channels": 16,
     }
     settings.update(options)
@@ -122,14 +119,7 @@ def test_detect_gives_detections_and_the_timing_splits_three_stages(images):
     assert np.all(detections.scores > one_stage.SCORE_THRESHOLD)
     results, timing = one_stage.detect_images(model, images.images[:2], progress=False)
     assert len(results) == 2
-    assert set(timing) == {
-        "backbone",
-        "head",
-        "postprocess",
-        "total",
-        "detection",
-        "proposals_per_image",
-    }
+    assert set(timing) == helpers.TIMING_KEYS
     assert timing["total"] == pytest.approx(timing["detection"])
 
 

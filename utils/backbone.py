@@ -41,7 +41,7 @@ import keras
 
 from utils.cache import Trained, cache_key, cached_model_path, load_or_train
 from utils.checks import check_count, check_positive
-from utils.course import DATA_DIR, resolve_mode
+from utils.course import DATA_DIR, mode_settings, resolve_mode
 from utils.resnet import build_small_resnet
 from utils.shapes import CLASS_NAMES, make_shapes_split
 from utils.training import fit_with_adam
@@ -222,8 +222,7 @@ def load_course_backbone(
     loaded the backbone (or two: why it trains, then the result), with the validation
     accuracy (``verbose``). ``utils.cache.load_or_train`` does the caching.
     """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
     path = cache_path(mode, directory, settings)
     classifier, info = load_or_train(
         "course backbone",

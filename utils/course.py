@@ -55,6 +55,13 @@ def resolve_mode(mode: str | None = None) -> str:
     return mode
 
 
+def mode_settings(mode: str | None, settings, table):
+    """``(mode, settings)``: ``mode`` resolved (``resolve_mode``) and ``settings``, or the
+    ``table``'s entry for that mode when it is None (the loaders' defaults)."""
+    mode = resolve_mode(mode)
+    return mode, (table[mode] if settings is None else settings)
+
+
 def pick(full, fast):
     """Return ``full`` in full mode and ``fast`` in fast mode (sizes, epochs, counts)."""
     return fast if is_fast_mode() else full

@@ -25,6 +25,14 @@ from utils.detection_data import training_batches
 from utils.training import EpochPrinter, fit_with_adam
 
 
+def from_backbone_config(cls, config: dict):
+    """``cls(**config)`` with the serialised backbone in ``config["backbone"]`` rebuilt first:
+    the ``from_config`` of every detector model that wraps the course backbone."""
+    config = dict(config)
+    config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+    return cls(**config)
+
+
 class EndToEndDetector(keras.Model):
     """Base of a detector model whose every weight exists after ``__init__``.
 
@@ -85,9 +93,7 @@ class EndToEndDetector(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return from_backbone_config(cls, config)
 
     def track_losses(self, names: Sequence[str]) -> None:
         """One running mean per logged value: ``loss`` and each of ``names``."""

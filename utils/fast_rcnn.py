@@ -41,8 +41,9 @@ from utils.checks import (
     check_rgb_image,
     check_same_length,
 )
-from utils.course import DATA_DIR, resolve_mode
+from utils.course import DATA_DIR, mode_settings
 from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.detector_model import from_backbone_config
 from utils.layers import boxes_to_rois, image_rois
 from utils.profiling import time_per_image
 from utils.roi_heads import (
@@ -298,9 +299,7 @@ class FastRCNN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return from_backbone_config(cls, config)
 
 
 def detect(model: FastRCNN, image: np.ndarray, proposals: np.ndarray, **options) -> Detections:
@@ -438,8 +437,7 @@ def train_fast_rcnn(
 def fast_rcnn_cache_path(mode: str | None = None, settings: FastRCNNSettings | None = None) -> Path:
     """Where ``load_fast_rcnn`` keeps a model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``
     (``utils.detection_data.detector_cache_path``)."""
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
     return detector_cache_path(
         FAST_RCNN_CACHE_DIR, "fast_rcnn", mode, settings, {"boxes": BOX_WEIGHTS}, proposals=True
     )
@@ -461,8 +459,7 @@ def load_fast_rcnn(
     trains a variant, cached under its own key. Returns ``(model,
     utils.cache.TrainingInfo)``. Introduced in notebook 08; notebook 10 reuses it.
     """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
 
     def fit(backbone, stride, data, proposals):
         model = build_fast_rcnn(backbone, stride, settings.recipe)

@@ -38,7 +38,7 @@ from keras import ops
 from utils import rpn
 from utils.cache import TrainingInfo
 from utils.checks import check_count, check_fraction
-from utils.course import DATA_DIR, resolve_mode
+from utils.course import DATA_DIR, mode_settings
 from utils.detection_data import (
     TRAINING_IMAGES,
     detector_cache_path,
@@ -455,8 +455,7 @@ def faster_rcnn_cache_path(
     (``utils.detection_data.detector_cache_path``; the RPN's constants are in the key too).
     Introduced in notebook 09.
     """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
     constants = [
         rpn.POSITIVE_IOU,
         rpn.NEGATIVE_IOU,
@@ -487,8 +486,7 @@ def load_faster_rcnn(
     op, other anchors), cached under its own key. Returns ``(model,
     utils.cache.TrainingInfo)``. Introduced in notebook 09; notebook 10 reuses it.
     """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
 
     def fit(backbone, stride, data, proposals):
         size = data.images.shape[1:3]

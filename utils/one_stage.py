@@ -41,7 +41,7 @@ from utils.checks import (
     check_fraction,
     check_number,
 )
-from utils.course import DATA_DIR, resolve_mode
+from utils.course import DATA_DIR, mode_settings
 from utils.detection_data import (
     TRAINING_IMAGES,
     detector_cache_path,
@@ -533,8 +533,7 @@ def one_stage_cache_path(mode: str | None = None, settings: OneStageSettings | N
     the key holds the settings (loss and recipe), the target and inference constants, the
     data and the backbone (``utils.detection_data.detector_cache_path``). Introduced in
     notebook 11."""
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
     constants = [POSITIVE_IOU, NEGATIVE_IOU, BOX_WEIGHTS, SMOOTH_L1_BETA, PRIOR_PROBABILITY]
     return detector_cache_path(
         ONE_STAGE_CACHE_DIR,
@@ -562,8 +561,7 @@ def load_one_stage(
     ``gamma`` unless it is None (then ``settings``' own are used). Returns ``(model,
     utils.cache.TrainingInfo)``. Introduced in notebook 11.
     """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode] if settings is None else settings
+    mode, settings = mode_settings(mode, settings, SETTINGS)
     if loss is not None:
         settings = replace(settings, recipe=settings.recipe.with_loss(loss))
 
