@@ -43,6 +43,7 @@ class EndToEndDetector(keras.Model):
     """
 
     image_size: tuple[int, int]
+    _parts = None  # the compiled inference stages, built on first use (``compiled_parts``)
 
     def set_up_anchors(
         self,
@@ -99,7 +100,6 @@ class EndToEndDetector(keras.Model):
         """One running mean per logged value: ``loss`` and each of ``names``."""
         self.loss_names = tuple(names)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *names)}
-        self._parts = None
 
     def build(self, input_shape=None):
         # Every weight exists after __init__, so a saved model loads without a call.
