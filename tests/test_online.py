@@ -23,6 +23,9 @@ import pytest
 
 from utils.course import ROOT
 
+sys.path.insert(0, str(ROOT / "tools"))
+from colab_like import copy_checkout  # noqa: E402 - the Colab-like check's own copy of the clone
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -57,17 +60,6 @@ def test_standin_urls_are_the_ones_keras_downloads():
     assert set().union(*EXPECTED_DOWNLOADS.values()) <= served
 
 
-def _copy_repository(destination: Path) -> None:
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, tracked):
-        source = ROOT / name
-        if source.is_file() and not name.startswith("data/"):
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-
-
 def _outputs_text(notebook: dict) -> str:
     texts = []
     for cell in notebook["cells"]:
@@ -89,7 +81,7 @@ def online_runs(tmp_path_factory):
     )
     assert build.returncode == 0, build.stderr[-2000:]
     copy = work / "course"
-    _copy_repository(copy)
+    copy_checkout(copy)
     startup = work / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     shutil.copy(HERE / "online_kernel_startup.py", startup / "00-course-standins.py")
