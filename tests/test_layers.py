@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from utils import _roi_kernels as kernels
 from utils.layers import (
     RoIAlign,
     RoIPooling,
@@ -188,21 +189,40 @@ def test_roi_pooling_matches_reference_on_random_rois(pool_size, spatial_scale, 
     )
 
 
-def test_roi_pooling_bins_longer_than_the_largest_window():
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_roi_pooling_bins_longer_than_the_largest_window(mode):
     # RoIs far larger than the 19x23 map: with a 3x3 pool the middle bin covers the
-    # whole map, 19 x 23 cells, longer than two of the largest (8-cell) windows, so the
-    # lookup takes three windows per axis.
+    # whole map, 19 x 23 cells, longer than the static windows cover (two 8-cell
+    # windows per axis in eager and graph mode, three 4-cell ones under XLA), so the
+    # lookup takes more windows in its loop.
     rng = np.random.default_rng(3)
     features = rng.normal(size=(1, 19, 23, 2)).astype(np.float32)
-    # Only windows beyond the first two along an axis reach these: down and across for
-    # channel 0, across only for channel 1.
+    # Only windows beyond the static ones along an axis reach these: down and across
+    # for channel 0, across only for channel 1.
     features[0, 17, 21, 0] = features[0, 3, 21, 1] = 10.0
     rois = np.array([[0, -40, -40, 60, 60], [0, 0, 0, 22, 18], [0, 3, 0, 9, 18]], np.float32)
+
+    def pool(pool_size, rois):
+        layer = RoIPooling(pool_size)
+        if mode == "eager":
+            return layer(features, rois).numpy()
+        run = tf.function(lambda f, r: layer(f, r), jit_compile=mode == "xla")
+        return run(tf.constant(features), tf.constant(rois)).numpy()
+
     for pool_size in [(3, 3), (1, 1), (2, 3)]:
-        output = RoIPooling(pool_size)(features, rois).numpy()
-        np.testing.assert_array_equal(output, reference_roi_pool(features, rois, pool_size, 1.0)[0])
-    middle = RoIPooling(3)(features, rois[:1]).numpy()
-    np.testing.assert_array_equal(middle[0, 1, 1], [10.0, 10.0])
+        expected = reference_roi_pool(features, rois, pool_size, 1.0)[0]
+        np.testing.assert_array_equal(pool(pool_size, rois), expected)
+    np.testing.assert_array_equal(pool(3, rois[:1])[0, 1, 1], [10.0, 10.0])
+
+
+def test_kernel_plans_enough_windows_for_every_bin_inside_the_map():
+    # VGG16's 38 x 50 map, 7 x 7 bins: bins up to 7 rows and 9 columns.
+    assert [kernels.longest_bin(n, 7) for n in (38, 50)] == [7, 9]
+    assert kernels.window_sizes(9, 2) == [1, 2, 4, 8]
+    assert kernels.window_sizes(9, 4) == [1, 4]
+    assert kernels.windows_per_bin(9, [1, 2, 4, 8]) == 2  # powers of 2: two windows
+    assert kernels.windows_per_bin(9, [1, 4]) == 3  # 3 = 1 + 1 + 1 and 9 = 4 + 4 + 1
+    assert kernels.windows_per_bin(1, [1]) == 1
 
 
 def test_roi_pooling_ties_route_gradient_to_first_maximum():
@@ -286,6 +306,21 @@ def test_roi_pooling_gradient_in_graph_modes_equals_the_reference(jit_compile):
     )
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("pool_size", [7, 13])
+def test_roi_pooling_bins_are_torchvisions_in_every_mode(jit_compile, pool_size):
+    # Graph mode and XLA turn x / 7 into x * (1 / 7), which moves some float32 bin edges
+    # (a RoI 3 cells long: ceil(7 * (3 * (1 / 7))) = 4, not 3); the edges must stay
+    # torchvision's float32 ones in every mode, on a VGG16-sized map with float RoIs.
+    rng = np.random.default_rng(11)
+    features = rng.normal(size=(2, 38, 50, 2)).astype(np.float32)
+    rois = random_rois(rng, 400, 2, 38, 50, 1 / 16)
+    layer = RoIPooling(pool_size, 1 / 16)
+    compiled = tf.function(lambda f, r: layer(f, r), jit_compile=jit_compile)
+    expected, _ = reference_roi_pool(features, rois, (pool_size, pool_size), 1 / 16)
+    np.testing.assert_array_equal(compiled(tf.constant(features), tf.constant(rois)), expected)
+
+
 # --- RoIAlign -----------------------------------------------------------------------
 
 
@@ -314,6 +349,25 @@ def test_roi_align_matches_reference_on_random_rois(
     np.testing.assert_allclose(
         gradient, reference_roi_align_gradient(features, weights, upstream), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_roi_align_adaptive_sampling_is_torchvisions_in_graph_modes(jit_compile):
+    # sampling_ratio=0 takes ceil(bin size) samples: a reciprocal rewrite of the bin
+    # size (see the RoIPooling test above) would change the count, not just round-off.
+    rng = np.random.default_rng(12)
+    features = rng.normal(size=(1, 32, 48, 2)).astype(np.float32)
+    # RoIs 21 or 42 cells long in 7 bins: bin size 3 or 6 exactly, while
+    # 21 * float32(1 / 7) rounds to 3.0000002, which would take 4 samples.
+    x1, y1 = rng.integers(0, 6, (2, 40)) * 4.0
+    lengths = rng.choice([7, 14, 21, 42], (40, 2)) * 4.0
+    rois = np.stack([np.zeros(40), x1, y1, x1 + lengths[:, 0], y1 + lengths[:, 1]], 1)
+    rois = rois.astype(np.float32)
+    layer = RoIAlign(7, 0.25, sampling_ratio=0, aligned=False)
+    compiled = tf.function(lambda f, r: layer(f, r), jit_compile=jit_compile)
+    expected, _ = reference_roi_align(features, rois, (7, 7), 0.25, 0, False)
+    output = compiled(tf.constant(features), tf.constant(rois)).numpy()
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_roi_align_matches_crop_and_resize_with_the_spec_mapping():

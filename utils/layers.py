@@ -46,6 +46,18 @@ def _round_half_away_from_zero(x):
     return ops.sign(x) * ops.floor(ops.abs(x) + 0.5)
 
 
+def _float32_quotient(length, pooled):
+    """float32 ``length / pooled``, bit for bit, in eager, graph and XLA mode alike.
+
+    Graph mode and XLA rewrite a division by a constant as a multiplication by its
+    reciprocal, which is not always the same float32 and so moves bin edges: a RoI 3
+    cells long in 7 bins has bin size 3 / 7 = 0.42857143 but 3 * (1 / 7) = 0.42857146,
+    and the last bin's end ``ceil(7 * bin)`` becomes 4 instead of 3. Dividing in float64
+    and rounding to float32 gives the correctly rounded quotient either way.
+    """
+    return ops.cast(ops.cast(length, "float64") / np.float64(pooled), "float32")
+
+
 def _bin_edges(rois, spatial_scale, pool_size, feature_size):
     """Steps 1 and 2 for RoI rows ``[R, 5]``: ``(row_start, row_end, col_start, col_end)``.
 
@@ -62,7 +74,7 @@ def _bin_edges(rois, spatial_scale, pool_size, feature_size):
         (0, pool_size[1], feature_size[1]),
     ):
         first, last = corners[:, axis], corners[:, axis + 2]
-        bin_size = ops.maximum(last - first + 1.0, 1.0) / np.float32(pooled)
+        bin_size = _float32_quotient(ops.maximum(last - first + 1.0, 1.0), pooled)
         index = ops.arange(pooled, dtype="float32")
         start = ops.floor(index[None, :] * bin_size[:, None]) + first[:, None]
         end = ops.ceil((index[None, :] + 1.0) * bin_size[:, None]) + first[:, None]
@@ -225,11 +237,11 @@ class RoIPooling(_RoILayer):
     def call(self, features, rois):
         (height, width, _), rois, batch_index = self._inputs(features, rois)
         edges = _bin_edges(rois, self.spatial_scale, self.pool_size, (height, width))
-        depths = [
-            _roi_kernels.table_depth(size, pooled)
+        longest = [
+            _roi_kernels.longest_bin(size, pooled)
             for size, pooled in zip((height, width), self.pool_size, strict=True)
         ]
-        return _roi_kernels.max_pool_bins(features, batch_index, *edges, depths)
+        return _roi_kernels.max_pool_bins(features, batch_index, *edges, longest)
 
 
 def _bilinear_axis(coordinate, size):
@@ -283,7 +295,7 @@ class RoIAlign(_RoILayer):
         length = (scaled[:, axis + 2] - offset) - start
         if not self.aligned:
             length = ops.maximum(length, 1.0)
-        bin_size = length / np.float32(pooled)
+        bin_size = _float32_quotient(length, pooled)
         if self.sampling_ratio > 0:
             samples = ops.full(ops.shape(start), self.sampling_ratio, dtype="int32")
         else:
@@ -426,8 +438,8 @@ class SpatialPyramidPooling(_RoILayer):
                 ]
             else:
                 edges = _bin_edges(rois, self.spatial_scale, (level, level), (height, width))
-            depths = [_roi_kernels.table_depth(size, level) for size in (height, width)]
-            level_max = _roi_kernels.max_pool_bins(features, batch_index, *edges, depths)
+            longest = [_roi_kernels.longest_bin(size, level) for size in (height, width)]
+            level_max = _roi_kernels.max_pool_bins(features, batch_index, *edges, longest)
             pooled.append(ops.reshape(level_max, (-1, level * level * channels)))
         return ops.concatenate(pooled, axis=1)
 
