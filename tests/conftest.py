@@ -15,25 +15,25 @@ CLASSES = ("circle", "square", "triangle")
 
 @pytest.fixture
 def tiny_detector_cache(tmp_path, monkeypatch):
-    """Point a detector module's loader at a temporary cache, a tiny backbone and settings.
+    """Point a detector's cached training at a temporary folder, a tiny backbone and settings.
 
-    ``tiny_detector_cache(module, cache_attribute, settings, stride=4)`` patches the
-    module's cache folder and ``SETTINGS`` (both modes), the bench's backbone
-    (``utils.detection_data.trainable_features`` and ``backbone_identity``) and the proposal
-    cache; it returns the detector's cache folder.
+    ``tiny_detector_cache(detector, settings, stride=4)`` patches the
+    ``utils.detection_data.CachedDetector``'s folder and default ``settings`` (both
+    modes), the bench's backbone (``utils.detection_data.trainable_features`` and
+    ``backbone_identity``) and the proposal cache; it returns the detector's cache folder.
     """
     monkeypatch.setattr(proposals_module, "PROPOSAL_CACHE_DIR", tmp_path / "proposals")
 
-    def point(module, cache_attribute: str, settings, stride: int = 4):
-        folder = tmp_path / cache_attribute.lower()
-        monkeypatch.setattr(module, cache_attribute, folder)
+    def point(detector, settings, stride: int = 4):
+        folder = tmp_path / "detector"
+        monkeypatch.setattr(detector, "directory", folder)
         monkeypatch.setattr(
             detection_data,
             "trainable_features",
             lambda mode=None, verbose=True: (make_tiny_backbone(stride), stride),
         )
         monkeypatch.setattr(detection_data, "backbone_identity", lambda mode=None: "tiny")
-        monkeypatch.setattr(module, "SETTINGS", {"fast": settings, "full": settings})
+        monkeypatch.setattr(detector, "settings", {"fast": settings, "full": settings})
         return folder
 
     return point

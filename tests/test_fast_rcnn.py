@@ -194,7 +194,7 @@ def test_saved_model_round_trip(tmp_path, one_image):
 def test_load_fast_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
     recipe = TrainingRecipe("roi_pool", pool_size=2, hidden_units=(8,), rois_per_image=8, epochs=1)
     settings = fast_rcnn.FastRCNNSettings(2, recipe)
-    folder = tiny_detector_cache(fast_rcnn, "FAST_RCNN_CACHE_DIR", settings, STRIDE)
+    folder = tiny_detector_cache(fast_rcnn.FAST_RCNN, settings, STRIDE)
     image = detection_validation_set(1).images[0]
     boxes = np.array([[0, 0, 40, 40], [30, 20, 90, 100]], np.float32)
     info = check_cached_loader(
@@ -206,4 +206,4 @@ def test_load_fast_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys)
         "box_loss",
         "accuracy",
     }
-    assert fast_rcnn.fast_rcnn_cache_path("fast") != fast_rcnn.fast_rcnn_cache_path("full")
+    assert fast_rcnn.FAST_RCNN.cache_path("fast") != fast_rcnn.FAST_RCNN.cache_path("full")

@@ -211,7 +211,7 @@ def test_training_runs_unchanged_under_mirrored_strategy():
 def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
     recipe = TrainingRecipe(pool_size=2, hidden_units=(8,), rois_per_image=8, epochs=1)
     settings = faster_rcnn.FasterRCNNSettings(2, recipe, rpn_samples_per_image=32)
-    folder = tiny_detector_cache(faster_rcnn, "FASTER_RCNN_CACHE_DIR", settings, STRIDE)
+    folder = tiny_detector_cache(faster_rcnn.FASTER_RCNN, settings, STRIDE)
     image = detection_validation_set(1).images
 
     def outputs(model):
@@ -220,4 +220,4 @@ def test_load_faster_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsy
 
     info = check_cached_loader(faster_rcnn.load_faster_rcnn, folder, capsys, outputs)
     assert info.training_size == 2 and set(info.history) == {"loss", *faster_rcnn.LOSS_NAMES}
-    assert faster_rcnn.faster_rcnn_cache_path("fast") != faster_rcnn.faster_rcnn_cache_path("full")
+    assert faster_rcnn.FASTER_RCNN.cache_path("fast") != faster_rcnn.FASTER_RCNN.cache_path("full")

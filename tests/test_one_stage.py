@@ -157,7 +157,7 @@ def test_fit_takes_the_shared_detection_batches(images):
 def test_load_one_stage_trains_on_a_miss_then_loads(tiny_detector_cache, capsys, images):
     recipe = one_stage.OneStageRecipe(head_channels=8, anchor_sizes=(12, 24), epochs=1)
     settings = one_stage.OneStageSettings(2, recipe)
-    folder = tiny_detector_cache(one_stage, "ONE_STAGE_CACHE_DIR", settings, STRIDE)
+    folder = tiny_detector_cache(one_stage.ONE_STAGE, settings, STRIDE)
 
     def outputs(model):
         return [np.asarray(model(images.images[:1])["class_logits"])]
@@ -168,8 +168,8 @@ def test_load_one_stage_trains_on_a_miss_then_loads(tiny_detector_cache, capsys,
     info = helpers.check_cached_loader(load, folder, capsys, outputs)
     assert info.path.name.startswith("one_stage_cross_entropy-")
     assert info.settings.recipe.gamma == 0.0 and info.training_size == 2
-    focal = one_stage.one_stage_cache_path("fast", settings)
-    plain = one_stage.one_stage_cache_path(
+    focal = one_stage.ONE_STAGE.cache_path("fast", settings)
+    plain = one_stage.ONE_STAGE.cache_path(
         "fast", one_stage.OneStageSettings(2, recipe.with_loss("cross_entropy"))
     )
     assert focal != plain and plain == info.path

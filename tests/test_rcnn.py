@@ -136,7 +136,7 @@ def test_detect_images_output_format_and_timing():
 
 def test_load_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
     settings = rcnn.RCNNSettings(num_images=2, samples_per_image=8, epochs=1, batch_size=8)
-    folder = tiny_detector_cache(rcnn, "RCNN_CACHE_DIR", settings)
+    folder = tiny_detector_cache(rcnn.RCNN, settings)
     patches = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.float32)
 
     def outputs(model):
@@ -145,4 +145,4 @@ def test_load_rcnn_trains_on_a_miss_then_loads(tiny_detector_cache, capsys):
 
     info = check_cached_loader(rcnn.load_rcnn, folder, capsys, outputs)
     assert info.training_size == 16 and len(info.history["loss"]) == 1
-    assert rcnn.rcnn_cache_path("fast") != rcnn.rcnn_cache_path("full")
+    assert rcnn.RCNN.cache_path("fast") != rcnn.RCNN.cache_path("full")

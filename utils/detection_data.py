@@ -8,7 +8,7 @@ Every detector of the course trains on ``detection_training_set()`` and is measu
 smaller set is a prefix of a larger one and the two splits never share an image.
 ``detection_proposals`` gives the selective search boxes R-CNN and Fast R-CNN use, cached
 by image bytes under ``data/proposals/`` so every notebook asking for the same images gets
-the same boxes. ``load_detector`` is how every detector of the course is trained on this
+the same boxes. ``CachedDetector`` is how every detector of the course is trained on this
 bench and cached (``utils.cache``). Introduced in notebook 07.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,7 +28,7 @@ from utils import boxes as box_ops
 from utils.backbone import backbone_identity, trainable_features
 from utils.cache import Trained, TrainingInfo, cached_model_path, load_or_train
 from utils.checks import check_choice, check_count
-from utils.course import resolve_mode
+from utils.course import mode_settings, resolve_mode
 from utils.proposals import proposals_for_images
 from utils.shapes import ShapesData, make_shapes, to_tf_dataset
 
@@ -96,68 +97,92 @@ def detection_proposals(
     )
 
 
-def detector_cache_path(
-    directory: Path, stem: str, mode: str, settings, extra: Mapping, *, proposals: bool
-) -> Path:
-    """Where a detector trained on this bench is cached: ``directory/<stem>-<mode>-<key>.keras``.
+@dataclass
+class CachedDetector:
+    """One detector's cached training on this bench: where it lives and how it trains.
 
-    The key hashes the detector's ``settings``, its ``extra`` parts (e.g. the RPN's
-    constants), the data (seed, difficulty, sizes), the proposal settings when it trains on
-    selective search boxes (``proposals``) and the course backbone it starts from, so
-    changing any of them trains a new model instead of loading a stale one.
-    """
-    parts = {
-        "training": settings,
-        **extra,
-        "data": [DETECTION_SEED, DETECTION_DIFFICULTY, dict(TRAINING_IMAGES)],
-        "backbone": backbone_identity(mode),
-    }
-    if proposals:
-        parts["proposals"] = [PROPOSAL_MODE, MAX_PROPOSALS]
-    return cached_model_path(directory, stem, mode, parts)
-
-
-def load_detector(
-    name: str,
-    path: Path,
-    mode: str,
-    settings,
-    fit: Callable,
-    *,
-    proposals: bool,
-    retrain: bool = False,
-    verbose: bool = True,
-) -> tuple[keras.Model, TrainingInfo]:
-    """A detector trained on the shared training images, from its cache or trained now.
-
-    On a miss: the training set of ``settings.num_images`` images (and their selective
-    search ``proposals`` when asked), a trainable copy of the course backbone, the seed
-    ``settings.recipe.seed`` (or ``settings.seed``), then ``fit(backbone, stride, data,
-    proposals_or_None) -> (model, history, training_size)``, timed; ``utils.cache.
-    load_or_train`` writes and reads the cache at ``path`` and prints what it did.
-    Introduced in notebook 07.
+    ``name`` is what the loader prints; ``directory`` and ``stem`` place the file
+    (``directory/<stem>-<mode>-<key>.keras``); ``settings`` maps each mode to its default
+    settings; ``fit(settings, backbone, stride, data, proposals_or_None, verbose) ->
+    (model, history, training_size)`` builds and trains the model; ``proposals`` says
+    whether it trains on the cached selective search boxes; ``key_parts`` adds what else
+    the model depends on to the cache key (e.g. the RPN's constants). ``name`` and
+    ``stem`` may be functions of the settings (the one-stage detector's loss). Each
+    detector module makes one (``FAST_RCNN``, ...) and exposes its ``load`` as
+    ``load_<detector>``. Introduced in notebook 07.
     """
 
-    def train() -> Trained:
-        data = detection_training_set(settings.num_images)
-        boxes = detection_proposals(data, progress=verbose)[0] if proposals else None
-        backbone, stride = trainable_features(mode, verbose=verbose)
-        recipe = getattr(settings, "recipe", settings)
-        keras.utils.set_random_seed(recipe.seed)
-        start = time.perf_counter()
-        model, history, size = fit(backbone, stride, data, boxes)
-        return Trained(model, history, size, time.perf_counter() - start)
+    name: str | Callable
+    directory: Path
+    stem: str | Callable
+    settings: Mapping
+    fit: Callable
+    proposals: bool = False
+    key_parts: Mapping = field(default_factory=dict)
 
-    return load_or_train(
-        name,
-        mode,
-        path,
-        train,
-        settings=settings,
-        training_data=f"{settings.num_images} images",
-        retrain=retrain,
-        verbose=verbose,
-    )
+    def cache_path(self, mode: str | None = None, settings=None) -> Path:
+        """Where ``load`` keeps a model of ``mode`` and ``settings`` (default: the mode's).
+
+        The key hashes the settings, ``key_parts``, the data (seed, difficulty, sizes),
+        the proposal settings when it trains on selective search boxes and the course
+        backbone it starts from, so changing any of them trains a new model instead of
+        loading a stale one.
+        """
+        mode, settings = mode_settings(mode, settings, self.settings)
+        parts = {
+            "training": settings,
+            **self.key_parts,
+            "data": [DETECTION_SEED, DETECTION_DIFFICULTY, dict(TRAINING_IMAGES)],
+            "backbone": backbone_identity(mode),
+        }
+        if self.proposals:
+            parts["proposals"] = [PROPOSAL_MODE, MAX_PROPOSALS]
+        return cached_model_path(self.directory, _of(self.stem, settings), mode, parts)
+
+    def load(
+        self,
+        *,
+        mode: str | None = None,
+        settings=None,
+        retrain: bool = False,
+        verbose: bool = True,
+    ) -> tuple[keras.Model, TrainingInfo]:
+        """The trained detector of ``mode`` (default: the current one): from its cache, or
+        trained now (on a miss or with ``retrain``), deterministically.
+
+        Training: the shared training set of ``settings.num_images`` images (and their
+        selective search proposals when the detector uses them), a trainable copy of the
+        course backbone, the seed ``settings.recipe.seed`` (or ``settings.seed``), then
+        ``fit``, timed. ``settings`` (default: the mode's) trains a variant, cached under
+        its own key. ``utils.cache.load_or_train`` writes and reads the cache and prints
+        what it did. Returns ``(model, utils.cache.TrainingInfo)``.
+        """
+        mode, settings = mode_settings(mode, settings, self.settings)
+
+        def train() -> Trained:
+            data = detection_training_set(settings.num_images)
+            boxes = detection_proposals(data, progress=verbose)[0] if self.proposals else None
+            backbone, stride = trainable_features(mode, verbose=verbose)
+            keras.utils.set_random_seed(getattr(settings, "recipe", settings).seed)
+            start = time.perf_counter()
+            model, history, size = self.fit(settings, backbone, stride, data, boxes, verbose)
+            return Trained(model, history, size, time.perf_counter() - start)
+
+        return load_or_train(
+            _of(self.name, settings),
+            mode,
+            self.cache_path(mode, settings),
+            train,
+            settings=settings,
+            training_data=f"{settings.num_images} images",
+            retrain=retrain,
+            verbose=verbose,
+        )
+
+
+def _of(value, settings):
+    """``value(settings)`` for a function, else ``value``."""
+    return value(settings) if callable(value) else value
 
 
 def training_batches(

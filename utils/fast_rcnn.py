@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import MappingProxyType
 
 import keras
@@ -33,7 +32,6 @@ import tensorflow as tf
 from keras import ops
 
 from utils import boxes as box_ops
-from utils.cache import TrainingInfo
 from utils.checks import (
     check_boxes,
     check_count,
@@ -41,8 +39,8 @@ from utils.checks import (
     check_rgb_image,
     check_same_length,
 )
-from utils.course import DATA_DIR, mode_settings
-from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.course import DATA_DIR
+from utils.detection_data import TRAINING_IMAGES, CachedDetector
 from utils.detector_model import from_backbone_config
 from utils.layers import boxes_to_rois, image_rois
 from utils.profiling import time_per_image
@@ -434,39 +432,24 @@ def train_fast_rcnn(
     )
 
 
-def fast_rcnn_cache_path(mode: str | None = None, settings: FastRCNNSettings | None = None) -> Path:
-    """Where ``load_fast_rcnn`` keeps a model: ``data/fast_rcnn/fast_rcnn-<mode>-<key>.keras``
-    (``utils.detection_data.detector_cache_path``)."""
-    mode, settings = mode_settings(mode, settings, SETTINGS)
-    return detector_cache_path(
-        FAST_RCNN_CACHE_DIR, "fast_rcnn", mode, settings, {"boxes": BOX_WEIGHTS}, proposals=True
-    )
+def _fit_fast_rcnn(settings, backbone, stride, data, proposals, verbose):
+    model = build_fast_rcnn(backbone, stride, settings.recipe)
+    history = train_fast_rcnn(model, data, proposals, settings.recipe, verbose=verbose)
+    return model, history, len(data)
 
 
-def load_fast_rcnn(
-    *,
-    mode: str | None = None,
-    settings: FastRCNNSettings | None = None,
-    retrain: bool = False,
-    verbose: bool = True,
-) -> tuple[FastRCNN, TrainingInfo]:
-    """The trained Fast R-CNN of a mode: from ``data/fast_rcnn/`` or trained now.
-
-    On a cache miss (or with ``retrain``) it trains deterministically on the shared
-    detection training images and their cached selective search proposals, starting from a
-    copy of the course backbone (``utils.detection_data.load_detector``, which prints what
-    it did). ``mode`` defaults to the current one; ``settings`` (default ``SETTINGS[mode]``)
-    trains a variant, cached under its own key. Returns ``(model,
-    utils.cache.TrainingInfo)``. Introduced in notebook 08; notebook 10 reuses it.
-    """
-    mode, settings = mode_settings(mode, settings, SETTINGS)
-
-    def fit(backbone, stride, data, proposals):
-        model = build_fast_rcnn(backbone, stride, settings.recipe)
-        history = train_fast_rcnn(model, data, proposals, settings.recipe, verbose=verbose)
-        return model, history, len(data)
-
-    path = fast_rcnn_cache_path(mode, settings)
-    return load_detector(
-        "Fast R-CNN", path, mode, settings, fit, proposals=True, retrain=retrain, verbose=verbose
-    )
+#: Fast R-CNN trained on the shared training images and their cached selective search
+#: proposals, from a copy of the course backbone; cached under ``data/fast_rcnn/``.
+#: Introduced in notebook 08; notebook 10 reuses it.
+FAST_RCNN = CachedDetector(
+    "Fast R-CNN",
+    FAST_RCNN_CACHE_DIR,
+    "fast_rcnn",
+    SETTINGS,
+    _fit_fast_rcnn,
+    proposals=True,
+    key_parts={"boxes": BOX_WEIGHTS},
+)
+#: ``load_fast_rcnn(mode=None, settings=None, retrain=False, verbose=True) -> (model,
+#: info)``: the trained Fast R-CNN (``utils.detection_data.CachedDetector.load``).
+load_fast_rcnn = FAST_RCNN.load

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
 import keras
@@ -35,33 +34,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from utils import rpn
-from utils.cache import TrainingInfo
+from utils import roi_heads, rpn
 from utils.checks import check_count, check_fraction
-from utils.course import DATA_DIR, mode_settings
-from utils.detection_data import (
-    TRAINING_IMAGES,
-    detector_cache_path,
-    load_detector,
-)
+from utils.course import DATA_DIR
+from utils.detection_data import TRAINING_IMAGES, CachedDetector
 from utils.detector_model import EndToEndDetector
 from utils.layers import boxes_to_rois, image_rois
 from utils.matching import IGNORED
 from utils.profiling import time_per_image
-from utils.roi_heads import (
-    FOREGROUND_FRACTION,
-    HIDDEN_UNITS,
-    NUM_CLASSES,
-    POOL_SIZE,
-    RECIPES,
-    CompiledHead,
-    Detections,
-    FastRCNNHead,
-    TrainingRecipe,
-    fast_rcnn_loss,
-    postprocess_detections,
-    sample_rois,
-)
 from utils.shapes import ShapesData
 from utils.training import EpochPrinter
 
@@ -77,7 +57,7 @@ def _sample_image_rois(proposals, valid, boxes, labels, seed, *, num_samples, fo
     step draw a new, repeatable sample.
     """
     truth = labels != IGNORED
-    sample = sample_rois(
+    sample = roi_heads.sample_rois(
         proposals[valid],
         boxes[truth],
         labels[truth],
@@ -112,7 +92,7 @@ class FasterRCNN(EndToEndDetector):
     def __init__(
         self,
         backbone: keras.Model,
-        num_classes: int = NUM_CLASSES,
+        num_classes: int = roi_heads.NUM_CLASSES,
         *,
         feature_stride: int,
         image_size: Sequence[int] = (128, 128),
@@ -122,9 +102,9 @@ class FasterRCNN(EndToEndDetector):
         post_nms_top_n: dict | None = None,
         rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE,
         roi_samples_per_image: int = 64,
-        foreground_fraction: float = FOREGROUND_FRACTION,
-        pool_size: int | Sequence[int] = POOL_SIZE,
-        hidden_units: Sequence[int] = HIDDEN_UNITS,
+        foreground_fraction: float = roi_heads.FOREGROUND_FRACTION,
+        pool_size: int | Sequence[int] = roi_heads.POOL_SIZE,
+        hidden_units: Sequence[int] = roi_heads.HIDDEN_UNITS,
         dropout: float = 0.0,
         pooling: str = "roi_pool",
         **kwargs,
@@ -157,7 +137,7 @@ class FasterRCNN(EndToEndDetector):
         self.inference_proposals = rpn.ProposalLayer(
             self.pre_nms_top_n["inference"], self.post_nms_top_n["inference"], name="proposals"
         )
-        self.head = FastRCNNHead(
+        self.head = roi_heads.FastRCNNHead(
             self.num_classes,
             spatial_scale=1.0 / self.feature_stride,
             pool_size=pool_size,
@@ -252,7 +232,7 @@ class FasterRCNN(EndToEndDetector):
         )
         roi_boxes, roi_labels, roi_targets = self._head_targets(proposals, valid, boxes, labels)
         class_logits, box_deltas = self.head(features, boxes_to_rois(roi_boxes), training=True)
-        head_losses = fast_rcnn_loss(roi_labels, roi_targets, class_logits, box_deltas)
+        head_losses = roi_heads.fast_rcnn_loss(roi_labels, roi_targets, class_logits, box_deltas)
         return {
             "rpn_objectness_loss": objectness_loss,
             "rpn_box_loss": rpn_box_loss,
@@ -276,7 +256,7 @@ class FasterRCNN(EndToEndDetector):
             self._parts = (
                 self.compiled_backbone(),
                 tf.function(rpn_stage, reduce_retracing=True),
-                CompiledHead(self.head),
+                roi_heads.CompiledHead(self.head),
             )
         return self._parts
 
@@ -314,7 +294,7 @@ class FasterRCNN(EndToEndDetector):
         return config
 
 
-def detect(model: FasterRCNN, image: np.ndarray, **options) -> Detections:
+def detect(model: FasterRCNN, image: np.ndarray, **options) -> roi_heads.Detections:
     """Faster R-CNN on one image ``[H, W, 3]``: ``Detections`` (boxes, labels, scores).
 
     Backbone, RPN proposals, head, then ``utils.roi_heads.postprocess_detections``
@@ -327,7 +307,9 @@ def detect(model: FasterRCNN, image: np.ndarray, **options) -> Detections:
     boxes, _, valid = (np.asarray(t)[0] for t in rpn_stage(features))
     boxes = boxes[valid]
     probabilities, deltas = head(features, image_rois(boxes))
-    return postprocess_detections(probabilities, deltas, boxes, image.shape[:2], **options)
+    return roi_heads.postprocess_detections(
+        probabilities, deltas, boxes, image.shape[:2], **options
+    )
 
 
 def detect_images(
@@ -336,7 +318,7 @@ def detect_images(
     *,
     progress: bool = True,
     **options,
-) -> tuple[list[Detections], dict[str, float]]:
+) -> tuple[list[roi_heads.Detections], dict[str, float]]:
     """Faster R-CNN on every image, one at a time, timed: ``(detections, timing)``.
 
     ``timing`` holds seconds per image for ``"backbone"`` (the shared feature map),
@@ -363,7 +345,7 @@ def detect_images(
         with timer("head"):
             probabilities, deltas = head(features, image_rois(boxes))
         with timer("postprocess"):
-            detections = postprocess_detections(
+            detections = roi_heads.postprocess_detections(
                 probabilities, deltas, boxes, image.shape[:2], **options
             )
         return detections, len(boxes)
@@ -393,14 +375,17 @@ class FasterRCNNSettings:
     """
 
     num_images: int
-    recipe: TrainingRecipe
+    recipe: roi_heads.TrainingRecipe
     anchor_sizes: tuple[float, ...] = rpn.ANCHOR_SIZES
     anchor_ratios: tuple[float, ...] = rpn.ANCHOR_RATIOS
     rpn_samples_per_image: int = rpn.ANCHORS_PER_IMAGE
 
 
 SETTINGS = MappingProxyType(
-    {mode: FasterRCNNSettings(TRAINING_IMAGES[mode], RECIPES[mode]) for mode in ("full", "fast")}
+    {
+        mode: FasterRCNNSettings(TRAINING_IMAGES[mode], roi_heads.RECIPES[mode])
+        for mode in ("full", "fast")
+    }
 )
 
 
@@ -408,7 +393,7 @@ def build_faster_rcnn(
     backbone: keras.Model,
     feature_stride: int,
     settings: FasterRCNNSettings | None = None,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int = roi_heads.NUM_CLASSES,
     image_size: Sequence[int] = (128, 128),
 ) -> FasterRCNN:
     """A ``FasterRCNN`` with the anchors and head of ``settings`` (full mode's when None).
@@ -434,7 +419,7 @@ def build_faster_rcnn(
 def train_faster_rcnn(
     model: FasterRCNN,
     data: ShapesData,
-    recipe: TrainingRecipe,
+    recipe: roi_heads.TrainingRecipe,
     *,
     verbose: bool = True,
 ) -> dict[str, list[float]]:
@@ -448,53 +433,34 @@ def train_faster_rcnn(
     return model.fit_recipe(data, recipe, printer, verbose=verbose)
 
 
-def faster_rcnn_cache_path(
-    mode: str | None = None, settings: FasterRCNNSettings | None = None
-) -> Path:
-    """Where ``load_faster_rcnn`` keeps a model: ``data/faster_rcnn/faster_rcnn-<mode>-<key>.keras``
-    (``utils.detection_data.detector_cache_path``; the RPN's constants are in the key too).
-    Introduced in notebook 09.
-    """
-    mode, settings = mode_settings(mode, settings, SETTINGS)
-    constants = [
-        rpn.POSITIVE_IOU,
-        rpn.NEGATIVE_IOU,
-        rpn.POSITIVE_FRACTION,
-        rpn.NMS_THRESHOLD,
-        rpn.PRE_NMS_TOP_N,
-        rpn.POST_NMS_TOP_N,
-        rpn.MIN_PROPOSAL_SIZE,
-    ]
-    return detector_cache_path(
-        FASTER_RCNN_CACHE_DIR, "faster_rcnn", mode, settings, {"rpn": constants}, proposals=False
-    )
+def _fit_faster_rcnn(settings, backbone, stride, data, proposals, verbose):
+    model = build_faster_rcnn(backbone, stride, settings, image_size=data.images.shape[1:3])
+    history = train_faster_rcnn(model, data, settings.recipe, verbose=verbose)
+    return model, history, len(data)
 
 
-def load_faster_rcnn(
-    *,
-    mode: str | None = None,
-    settings: FasterRCNNSettings | None = None,
-    retrain: bool = False,
-    verbose: bool = True,
-) -> tuple[FasterRCNN, TrainingInfo]:
-    """The trained Faster R-CNN of a mode: from ``data/faster_rcnn/`` or trained now.
-
-    On a cache miss (or with ``retrain``) it trains deterministically on the shared
-    detection training images, starting from a copy of the course backbone
-    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults to
-    the current one; ``settings`` (default ``SETTINGS[mode]``) trains a variant (another RoI
-    op, other anchors), cached under its own key. Returns ``(model,
-    utils.cache.TrainingInfo)``. Introduced in notebook 09; notebook 10 reuses it.
-    """
-    mode, settings = mode_settings(mode, settings, SETTINGS)
-
-    def fit(backbone, stride, data, proposals):
-        size = data.images.shape[1:3]
-        model = build_faster_rcnn(backbone, stride, settings, image_size=size)
-        history = train_faster_rcnn(model, data, settings.recipe, verbose=verbose)
-        return model, history, len(data)
-
-    path = faster_rcnn_cache_path(mode, settings)
-    return load_detector(
-        "Faster R-CNN", path, mode, settings, fit, proposals=False, retrain=retrain, verbose=verbose
-    )
+#: Faster R-CNN trained end to end on the shared training images, from a copy of the
+#: course backbone; cached under ``data/faster_rcnn/``, the RPN's constants in the key.
+#: Introduced in notebook 09; notebooks 10 and 11 reuse it.
+FASTER_RCNN = CachedDetector(
+    "Faster R-CNN",
+    FASTER_RCNN_CACHE_DIR,
+    "faster_rcnn",
+    SETTINGS,
+    _fit_faster_rcnn,
+    key_parts={
+        "rpn": [
+            rpn.POSITIVE_IOU,
+            rpn.NEGATIVE_IOU,
+            rpn.POSITIVE_FRACTION,
+            rpn.NMS_THRESHOLD,
+            rpn.PRE_NMS_TOP_N,
+            rpn.POST_NMS_TOP_N,
+            rpn.MIN_PROPOSAL_SIZE,
+        ]
+    },
+)
+#: ``load_faster_rcnn(mode=None, settings=None, retrain=False, verbose=True) -> (model,
+#: info)``: the trained Faster R-CNN (``utils.detection_data.CachedDetector.load``);
+#: ``settings`` trains a variant (another RoI op, other anchors) under its own key.
+load_faster_rcnn = FASTER_RCNN.load

@@ -18,14 +18,13 @@ the detections are those anchors' decoded boxes after a score threshold and NMS.
 
 Trained with ``fit`` through ``OneStageDetector.train_step`` (targets in NumPy through
 ``tf.numpy_function``, so ``jit_compile=False``), cached like the other detectors
-(``utils.detection_data.load_detector``). Introduced in notebook 11.
+(``utils.detection_data.CachedDetector``). Introduced in notebook 11.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import MappingProxyType
 
 import keras
@@ -42,11 +41,7 @@ from utils.checks import (
     check_number,
 )
 from utils.course import DATA_DIR, mode_settings
-from utils.detection_data import (
-    TRAINING_IMAGES,
-    detector_cache_path,
-    load_detector,
-)
+from utils.detection_data import TRAINING_IMAGES, CachedDetector
 from utils.detector_model import EndToEndDetector
 from utils.losses import SMOOTH_L1_BETA, one_stage_loss
 from utils.matching import label_proposals
@@ -528,21 +523,26 @@ def train_one_stage(
     return model.fit_recipe(data, recipe, printer, verbose=verbose)
 
 
-def one_stage_cache_path(mode: str | None = None, settings: OneStageSettings | None = None) -> Path:
-    """Where ``load_one_stage`` keeps a model: ``data/one_stage/one_stage_<loss>-<mode>-<key>.keras``;
-    the key holds the settings (loss and recipe), the target and inference constants, the
-    data and the backbone (``utils.detection_data.detector_cache_path``). Introduced in
-    notebook 11."""
-    mode, settings = mode_settings(mode, settings, SETTINGS)
-    constants = [POSITIVE_IOU, NEGATIVE_IOU, BOX_WEIGHTS, SMOOTH_L1_BETA, PRIOR_PROBABILITY]
-    return detector_cache_path(
-        ONE_STAGE_CACHE_DIR,
-        f"one_stage_{settings.recipe.loss_name}",
-        mode,
-        settings,
-        {"one_stage": constants},
-        proposals=False,
-    )
+def _fit_one_stage(settings, backbone, stride, data, proposals, verbose):
+    recipe = settings.recipe
+    model = build_one_stage(backbone, stride, recipe, image_size=data.images.shape[1:3])
+    return model, train_one_stage(model, data, recipe, verbose=verbose), len(data)
+
+
+#: The one-stage detector trained on the shared training images from a copy of the
+#: course backbone, cached under ``data/one_stage/one_stage_<loss>-<mode>-<key>.keras``;
+#: the key holds the settings (loss and recipe) and the target and inference constants.
+#: Introduced in notebook 11.
+ONE_STAGE = CachedDetector(
+    lambda settings: f"one-stage detector ({settings.recipe.loss_name.replace('_', '-')})",
+    ONE_STAGE_CACHE_DIR,
+    lambda settings: f"one_stage_{settings.recipe.loss_name}",
+    SETTINGS,
+    _fit_one_stage,
+    key_parts={
+        "one_stage": [POSITIVE_IOU, NEGATIVE_IOU, BOX_WEIGHTS, SMOOTH_L1_BETA, PRIOR_PROBABILITY]
+    },
+)
 
 
 def load_one_stage(
@@ -554,32 +554,13 @@ def load_one_stage(
     verbose: bool = True,
 ) -> tuple[OneStageDetector, TrainingInfo]:
     """The trained one-stage detector of a mode and ``loss`` (``"focal"`` or
-    ``"cross_entropy"``): from ``data/one_stage/`` or trained now on the shared detection
-    training images from a copy of the course backbone (``utils.detection_data.
-    load_detector``, which prints what it did). ``settings`` (default ``SETTINGS[mode]``)
-    trains a variant (other anchors, another gamma); ``loss`` sets its ``alpha`` and
-    ``gamma`` unless it is None (then ``settings``' own are used). Returns ``(model,
-    utils.cache.TrainingInfo)``. Introduced in notebook 11.
+    ``"cross_entropy"``), from its cache or trained now (``ONE_STAGE.load``, which prints
+    what it did). ``settings`` (default ``SETTINGS[mode]``) trains a variant (other
+    anchors, another gamma); ``loss`` sets its ``alpha`` and ``gamma`` unless it is None
+    (then ``settings``' own are used). Returns ``(model, utils.cache.TrainingInfo)``.
+    Introduced in notebook 11.
     """
-    mode, settings = mode_settings(mode, settings, SETTINGS)
+    mode, settings = mode_settings(mode, settings, ONE_STAGE.settings)
     if loss is not None:
         settings = replace(settings, recipe=settings.recipe.with_loss(loss))
-
-    def fit(backbone, stride, data, proposals):
-        model = build_one_stage(
-            backbone, stride, settings.recipe, image_size=data.images.shape[1:3]
-        )
-        history = train_one_stage(model, data, settings.recipe, verbose=verbose)
-        return model, history, len(data)
-
-    name = f"one-stage detector ({settings.recipe.loss_name.replace('_', '-')})"
-    return load_detector(
-        name,
-        one_stage_cache_path(mode, settings),
-        mode,
-        settings,
-        fit,
-        proposals=False,
-        retrain=retrain,
-        verbose=verbose,
-    )
+    return ONE_STAGE.load(mode=mode, settings=settings, retrain=retrain, verbose=verbose)

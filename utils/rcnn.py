@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
 import cv2
@@ -33,7 +32,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from utils.cache import TrainingInfo
 from utils.checks import (
     check_boxes,
     check_count,
@@ -41,8 +39,8 @@ from utils.checks import (
     check_rgb_image,
     check_same_length,
 )
-from utils.course import DATA_DIR, resolve_mode
-from utils.detection_data import TRAINING_IMAGES, detector_cache_path, load_detector
+from utils.course import DATA_DIR
+from utils.detection_data import TRAINING_IMAGES, CachedDetector
 from utils.losses import smooth_l1, true_class_deltas
 from utils.matching import BACKGROUND, label_proposals, sample_balanced
 from utils.profiling import time_per_image
@@ -334,44 +332,34 @@ def detect_images(
     return results, timing
 
 
-def rcnn_cache_path(mode: str | None = None) -> Path:
-    """Where ``load_rcnn`` keeps a mode's model: ``data/rcnn/rcnn-<mode>-<key>.keras``
-    (``utils.detection_data.detector_cache_path``; the patch size and box coding are in the
-    key too)."""
-    mode = resolve_mode(mode)
-    extra = {"patch": [PATCH_SIZE, BOX_WEIGHTS]}
-    return detector_cache_path(RCNN_CACHE_DIR, "rcnn", mode, SETTINGS[mode], extra, proposals=True)
-
-
-def load_rcnn(
-    *, mode: str | None = None, retrain: bool = False, verbose: bool = True
-) -> tuple[keras.Model, TrainingInfo]:
-    """The trained R-CNN patch classifier of a mode: from ``data/rcnn/`` or trained now.
-
-    On a cache miss (or with ``retrain``) it trains deterministically: the shared training
-    images, their cached proposals, ``make_patch_training_set`` (warping included in the
-    training time: R-CNN warps every patch again for training) and
-    ``train_patch_classifier`` on a copy of the course backbone
-    (``utils.detection_data.load_detector``, which prints what it did). ``mode`` defaults
-    to the current one. Returns ``(model, utils.cache.TrainingInfo)``; its
-    ``training_size`` is the number of training patches.
-    """
-    mode = resolve_mode(mode)
-    settings = SETTINGS[mode]
-
-    def fit(backbone, stride, data, proposals):
-        patch_set = make_patch_training_set(
-            data,
-            proposals,
-            samples_per_image=settings.samples_per_image,
-            foreground_fraction=settings.foreground_fraction,
-            seed=settings.seed,
-        )
-        model = build_patch_classifier(backbone)
-        history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
-        return model, history, len(patch_set)
-
-    path = rcnn_cache_path(mode)
-    return load_detector(
-        "R-CNN", path, mode, settings, fit, proposals=True, retrain=retrain, verbose=verbose
+def _fit_rcnn(settings, backbone, stride, data, proposals, verbose):
+    # Warping counts as training time: R-CNN warps every patch again to train.
+    patch_set = make_patch_training_set(
+        data,
+        proposals,
+        samples_per_image=settings.samples_per_image,
+        foreground_fraction=settings.foreground_fraction,
+        seed=settings.seed,
     )
+    model = build_patch_classifier(backbone)
+    history = train_patch_classifier(model, patch_set, settings, verbose=verbose)
+    return model, history, len(patch_set)
+
+
+#: The R-CNN patch classifier trained on patches warped from the shared training images'
+#: cached proposals (``make_patch_training_set``, ``train_patch_classifier``), from a
+#: copy of the course backbone; cached under ``data/rcnn/``, the patch size and box
+#: coding in the key. Its ``TrainingInfo.training_size`` counts patches. Introduced in
+#: notebook 07.
+RCNN = CachedDetector(
+    "R-CNN",
+    RCNN_CACHE_DIR,
+    "rcnn",
+    SETTINGS,
+    _fit_rcnn,
+    proposals=True,
+    key_parts={"patch": [PATCH_SIZE, BOX_WEIGHTS]},
+)
+#: ``load_rcnn(mode=None, retrain=False, verbose=True) -> (model, info)``: the trained
+#: R-CNN (``utils.detection_data.CachedDetector.load``).
+load_rcnn = RCNN.load
