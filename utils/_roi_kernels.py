@@ -16,7 +16,7 @@ included) without a Python loop and without building anything of size
    cheap there, but it writes the table's levels out one after another on one core.
    Under XLA the table holds lengths ``1, 4, 16, ...`` (4 levels instead of 12 for a
    VGG16 map and 7 x 7 bins) and each bin reads three windows per axis: the same
-   maxima, about half the time. (Bins longer than the static windows cover, which only
+   maxima in about 40% less time. (Bins longer than the static windows cover, which only
    RoIs much larger than the map have, take more look-ups in a loop.)
 3. **Keys that carry the argmax.** The table does not hold the float values but int64
    keys: high 32 bits the value's bits made order-preserving, low 32 bits ``2**32 - 1``

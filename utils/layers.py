@@ -138,10 +138,11 @@ def roi_pool_reference(features, rois, pool_size, spatial_scale=1.0) -> np.ndarr
 #     window of the map, each level the max of two shifted copies of the one before;
 #   * a bin L cells long (2**k <= L < 2**(k+1)) is exactly covered by two windows of 2**k
 #     cells, one at its start and one at its end, so each bin is the max of four look-ups
-#     (two per axis), whatever its size;
-#   * the table holds int64 keys, value bits above and the cell's position below, so one
-#     integer max finds both the maximum and (on ties) the first cell in row-major order,
-#     and the gradient is added straight into that cell.
+#     (two per axis), whatever its size (under XLA, which makes look-ups cheap and tables
+#     dear, windows of 1, 4, 16, ... cells and three look-ups per axis);
+#   * the table holds int64 keys, value bits above and the element's position below, so
+#     one integer max finds both the maximum and (on ties) the first cell in row-major
+#     order, and the gradient is added straight into that element.
 # max_pool_bins in utils/_roi_kernels.py holds the code and the details.
 
 # ---- 3. The layers ---------------------------------------------------------------------------
