@@ -97,7 +97,6 @@ def _max_keys(features):
     equal values the earlier cell (row-major, same channel) has the larger key.
     ``+ 0.0`` turns -0 into 0 so the two tie, as they do for floats.
     """
-    _, height, width, channels = features.shape
     ordered = _order_bits(tf.bitcast(tf.cast(features, tf.float32) + 0.0, tf.int32))
     elements = tf.size(features, out_type=tf.int64)
     low = tf.reshape(
@@ -182,8 +181,7 @@ def max_pool_bins(features, batch_index, row_start, row_end, col_start, col_end,
     static_down, static_across = (
         windows_per_bin(n, sizes) for n, sizes in zip(longest, (sizes_h, sizes_w), strict=True)
     )
-    features32 = tf.cast(tf.stop_gradient(features), tf.float32)
-    keys = _max_keys(features32)
+    keys = _max_keys(tf.stop_gradient(features))
     # Outside XLA, concat and gather run faster on float64 than on int64 (same bits).
     gathered_type = tf.int64 if xla else tf.float64
     table, dropped_rows = _window_max_table(keys, sizes_h, sizes_w, gathered_type)
